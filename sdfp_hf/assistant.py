@@ -1,0 +1,397 @@
+"""`SDFPAssistant`: the target model with some decoder layers (or sub-layers) skipped, as a draft.
+
+The draft is a real model of the target's own class, built by shallow-copying the module path from
+the causal-LM root down to each kept decoder layer. Every parameter tensor is the target's (same
+storage); only the copied containers differ: a shorter `ModuleList`, attention modules renumbered to
+compact cache indices, skipped branches replaced by modules that add nothing, and the draft's own
+`config` and `generation_config`. The target's modules, config and generation config are untouched.
+
+`SDFPAssistant` is a mixin: a draft of a `LlamaForCausalLM` is an instance of a class deriving from
+both `SDFPAssistant` and `LlamaForCausalLM`, so `isinstance` holds for either.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from .architectures import ArchitectureSpec, UnsupportedModelError, get_architecture
+from .generation import install_candidate_generator
+
+__all__ = ["DraftStats", "SDFPAssistant", "SkipSet"]
+
+# Draft settings used when neither the caller nor a mask gives them. Chosen from measurements on the
+# real models (see README, "Draft settings").
+DEFAULT_NUM_ASSISTANT_TOKENS = 6
+DEFAULT_SCHEDULE = "heuristic"
+DEFAULT_CONFIDENCE_THRESHOLD = 0.4
+_SCHEDULES = ("constant", "heuristic", "heuristic_transient")
+
+
+@dataclass(frozen=True)
+class SkipSet:
+    """Which branches of which decoder layers the draft skips.
+
+    Args:
+        num_layers (`int`): number of decoder layers of the target.
+        attention (`tuple[int, ...]`): layers whose attention branch is skipped.
+        mlp (`tuple[int, ...]`): layers whose MLP branch is skipped.
+
+    A whole skipped layer is one whose attention and MLP are both skipped.
+    """
+
+    num_layers: int
+    attention: tuple[int, ...] = ()
+    mlp: tuple[int, ...] = ()
+
+    @classmethod
+    def from_lists(
+        cls,
+        num_layers: int,
+        *,
+        skip_layers: Iterable[int] | None = None,
+        skip_attention: Iterable[int] | None = None,
+        skip_mlp: Iterable[int] | None = None,
+    ) -> SkipSet:
+        """Validate user-given indices and build a `SkipSet`; every mistake is a `ValueError` that says the fix."""
+        layers = _check_indices("skip_layers", skip_layers, num_layers)
+        attention = _check_indices("skip_attention", skip_attention, num_layers)
+        mlp = _check_indices("skip_mlp", skip_mlp, num_layers)
+        for name, sub in (("skip_attention", attention), ("skip_mlp", mlp)):
+            both = sorted(set(layers) & set(sub))
+            if both:
+                raise ValueError(
+                    f"layers {both} are in both `skip_layers` and `{name}`: a layer is skipped whole or by "
+                    "sub-layer, not both"
+                )
+        skip = cls(num_layers, tuple(sorted({*layers, *attention})), tuple(sorted({*layers, *mlp})))
+        if len(skip.attention) == num_layers and len(skip.mlp) == num_layers:
+            raise ValueError(
+                f"this skips all {num_layers} decoder layers, leaving no draft: keep at least one layer "
+                "(a typical draft skips 25-50% of them)"
+            )
+        if len(skip.attention) == num_layers:
+            raise ValueError(
+                f"this skips the attention of all {num_layers} layers: a draft needs at least one attention "
+                "sub-layer to read the context; keep one"
+            )
+        return skip
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """Layers skipped whole (both branches)."""
+        return tuple(sorted(set(self.attention) & set(self.mlp)))
+
+    @property
+    def kept_layers(self) -> tuple[int, ...]:
+        """Target layers present in the draft (at least one branch kept), in order."""
+        whole = set(self.layers)
+        return tuple(i for i in range(self.num_layers) if i not in whole)
+
+    @property
+    def is_layer_granular(self) -> bool:
+        """True when every skipped branch belongs to a layer skipped whole."""
+        return set(self.attention) == set(self.mlp)
+
+
+def _check_indices(name: str, values: Iterable[int] | None, num_layers: int) -> tuple[int, ...]:
+    if values is None:
+        return ()
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise ValueError(f"`{name}` must be a list of layer indices, got {values!r}")
+    values = list(values)
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"`{name}` must hold integer layer indices, got {v!r} in {values}")
+        if v < 0:
+            raise ValueError(
+                f"`{name}` holds the negative index {v}: use layer indices 0..{num_layers - 1} "
+                f"(e.g. {num_layers + v} for the {-v}-th layer from the end)"
+            )
+        if v >= num_layers:
+            raise ValueError(
+                f"`{name}` holds index {v}, but the model has {num_layers} decoder layers (0..{num_layers - 1})"
+            )
+    dupes = sorted({v for v in values if values.count(v) > 1})
+    if dupes:
+        raise ValueError(f"`{name}` lists layers {dupes} more than once: list each layer once")
+    return tuple(sorted(values))
+
+
+@dataclass
+class DraftStats:
+    """Acceptance statistics of the last `generate` call that used this draft.
+
+    `drafted_per_round[i]` tokens were proposed in verification round `i` and the target accepted
+    `accepted_per_round[i]` of them. Rounds in which nothing was drafted are not counted.
+    """
+
+    drafted_per_round: list[int] = field(default_factory=list)
+    accepted_per_round: list[int] = field(default_factory=list)
+
+    def record(self, drafted: int, accepted: int) -> None:
+        self.drafted_per_round.append(drafted)
+        self.accepted_per_round.append(accepted)
+
+    def reset(self) -> None:
+        self.drafted_per_round.clear()
+        self.accepted_per_round.clear()
+
+    @property
+    def rounds(self) -> int:
+        return len(self.drafted_per_round)
+
+    @property
+    def drafted(self) -> int:
+        return sum(self.drafted_per_round)
+
+    @property
+    def accepted(self) -> int:
+        return sum(self.accepted_per_round)
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted / drafted tokens (0.0 when nothing was drafted)."""
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
+    def mean_accepted(self) -> float:
+        """Mean number of draft tokens accepted per verification round."""
+        return self.accepted / self.rounds if self.rounds else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "rounds": self.rounds,
+            "drafted": self.drafted,
+            "accepted": self.accepted,
+            "acceptance_rate": self.acceptance_rate,
+            "mean_accepted": self.mean_accepted,
+        }
+
+    def __str__(self) -> str:
+        return (
+            f"{self.rounds} rounds, {self.accepted}/{self.drafted} drafted tokens accepted "
+            f"({self.acceptance_rate:.1%}), {self.mean_accepted:.2f} accepted per round"
+        )
+
+
+class _SkippedAttention(nn.Module):
+    """Stands in for a skipped attention branch: adds nothing to the residual stream."""
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
+        return torch.zeros_like(hidden_states), None
+
+
+class _SkippedMLP(nn.Module):
+    """Stands in for a skipped MLP branch: adds nothing to the residual stream."""
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return torch.zeros_like(hidden_states)
+
+
+def _copy_module(module: nn.Module) -> nn.Module:
+    """A new module object sharing `module`'s parameters, buffers and children, with its own containers."""
+    new = copy.copy(module)
+    for key, value in module.__dict__.items():
+        if key.startswith("_") and isinstance(value, dict):
+            new.__dict__[key] = copy.copy(value)
+    return new
+
+
+@functools.cache
+def _draft_class(target_class: type[PreTrainedModel]) -> type:
+    return type(f"SDFP{target_class.__name__}", (SDFPAssistant, target_class), {"__module__": __name__})
+
+
+class SDFPAssistant:
+    """A layer-skipping draft of a target model, for `model.generate(..., assistant_model=draft)`.
+
+    Do not instantiate directly: use [`SDFPAssistant.from_target`] (or `from_pretrained`, to load a
+    published mask). Drafts share every weight with their target; several drafts of one target can
+    coexist. After a `generate` call, `draft.stats` holds the acceptance statistics of that call.
+    """
+
+    skip: SkipSet
+    stats: DraftStats
+
+    @classmethod
+    def from_target(
+        cls,
+        model: PreTrainedModel,
+        *,
+        skip_layers: Iterable[int] | None = None,
+        skip_attention: Iterable[int] | None = None,
+        skip_mlp: Iterable[int] | None = None,
+        num_assistant_tokens: int | None = None,
+        num_assistant_tokens_schedule: str | None = None,
+        assistant_confidence_threshold: float | None = None,
+    ) -> SDFPAssistant:
+        """Build a draft of `model` that skips the given decoder layers or sub-layers.
+
+        Args:
+            model (`PreTrainedModel`):
+                The target: a decoder-only causal LM of a supported architecture
+                (`sdfp_hf.architectures.supported_model_types()`).
+            skip_layers (`list[int]`, *optional*):
+                Decoder layers skipped whole.
+            skip_attention (`list[int]`, *optional*):
+                Layers whose attention sub-layer is skipped (its residual branch adds nothing).
+            skip_mlp (`list[int]`, *optional*):
+                Layers whose MLP sub-layer is skipped.
+            num_assistant_tokens (`int`, *optional*, defaults to 6):
+                Tokens drafted per round (the starting value when the schedule adapts it).
+            num_assistant_tokens_schedule (`str`, *optional*, defaults to `"heuristic"`):
+                `"constant"`, `"heuristic"` (grow by 2 after a fully accepted round, shrink by 1
+                otherwise) or `"heuristic_transient"` (the same, reset at each `generate` call).
+            assistant_confidence_threshold (`float`, *optional*, defaults to 0.4):
+                Stop drafting a round once the draft's probability of its token falls below this.
+
+        Returns:
+            The draft: an instance of `SDFPAssistant` and of `type(model)`.
+        """
+        if isinstance(model, SDFPAssistant):
+            raise ValueError("`model` is already an sdfp-hf draft: pass the target model it was built from")
+        if not isinstance(model, PreTrainedModel):
+            raise UnsupportedModelError(
+                f"expected a transformers PreTrainedModel (a *ForCausalLM), got {type(model).__name__}"
+            )
+        spec = get_architecture(model)
+        num_layers = len(spec.decoder_layers(model))
+        if skip_layers is None and skip_attention is None and skip_mlp is None:
+            raise NotImplementedError(
+                "choosing the layers to skip automatically (FIT profiling) is not available yet: "
+                "pass `skip_layers=[...]` (or `skip_attention` / `skip_mlp`)"
+            )
+        skip = SkipSet.from_lists(
+            num_layers, skip_layers=skip_layers, skip_attention=skip_attention, skip_mlp=skip_mlp
+        )
+        draft = _build_draft(model, spec, skip)
+        draft.set_draft_settings(
+            num_assistant_tokens=num_assistant_tokens,
+            num_assistant_tokens_schedule=num_assistant_tokens_schedule,
+            assistant_confidence_threshold=assistant_confidence_threshold,
+        )
+        install_candidate_generator(model)
+        return draft
+
+    @property
+    def target(self) -> PreTrainedModel:
+        """The model this draft was built from (and whose weights it shares)."""
+        return self.__dict__["_sdfp_target"]
+
+    @property
+    def cache_layer_map(self) -> list[int | None]:
+        """For each draft layer, the target layer whose KV cache it reads (`None`: attention skipped)."""
+        skipped = set(self.skip.attention)
+        return [None if i in skipped else i for i in self.skip.kept_layers]
+
+    def set_draft_settings(
+        self,
+        *,
+        num_assistant_tokens: int | None = None,
+        num_assistant_tokens_schedule: str | None = None,
+        assistant_confidence_threshold: float | None = None,
+    ) -> None:
+        """Set the drafting settings on the draft's `generation_config` (where `generate` reads them).
+
+        Arguments left as `None` keep their current value, or take the package default on a new draft.
+        """
+        gc = self.generation_config
+        fresh = not getattr(gc, "_sdfp_configured", False)
+        if num_assistant_tokens is None and fresh:
+            num_assistant_tokens = DEFAULT_NUM_ASSISTANT_TOKENS
+        if num_assistant_tokens_schedule is None and fresh:
+            num_assistant_tokens_schedule = DEFAULT_SCHEDULE
+        if assistant_confidence_threshold is None and fresh:
+            assistant_confidence_threshold = DEFAULT_CONFIDENCE_THRESHOLD
+        if num_assistant_tokens is not None:
+            if isinstance(num_assistant_tokens, bool) or not isinstance(num_assistant_tokens, int) or (
+                num_assistant_tokens < 1
+            ):
+                raise ValueError(f"`num_assistant_tokens` must be a positive integer, got {num_assistant_tokens!r}")
+            gc.num_assistant_tokens = num_assistant_tokens
+        if num_assistant_tokens_schedule is not None:
+            if num_assistant_tokens_schedule not in _SCHEDULES:
+                raise ValueError(
+                    f"`num_assistant_tokens_schedule` must be one of {_SCHEDULES}, "
+                    f"got {num_assistant_tokens_schedule!r}"
+                )
+            gc.num_assistant_tokens_schedule = num_assistant_tokens_schedule
+        if assistant_confidence_threshold is not None:
+            if not isinstance(assistant_confidence_threshold, (int, float)) or not (
+                0.0 <= assistant_confidence_threshold <= 1.0
+            ):
+                raise ValueError(
+                    "`assistant_confidence_threshold` must be a probability in [0, 1] (0 disables the "
+                    f"confidence stop), got {assistant_confidence_threshold!r}"
+                )
+            gc.assistant_confidence_threshold = float(assistant_confidence_threshold)
+        gc._sdfp_configured = True
+
+    def extra_repr(self) -> str:
+        return f"sdfp_skip_attention={list(self.skip.attention)}, sdfp_skip_mlp={list(self.skip.mlp)}"
+
+
+def _build_draft(model: PreTrainedModel, spec: ArchitectureSpec, skip: SkipSet) -> SDFPAssistant:
+    if getattr(model.config, "scale_attn_by_inverse_layer_idx", False):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} scales attention by its layer index (`scale_attn_by_inverse_layer_idx`), "
+            "which a renumbered draft layer cannot reproduce"
+        )
+    kept = skip.kept_layers
+    skipped_attention, skipped_mlp = set(skip.attention), set(skip.mlp)
+
+    config = copy.deepcopy(model.config)
+    text_config = config.get_text_config(decoder=True)
+    text_config.num_hidden_layers = len(kept)
+    layer_types = getattr(text_config, "layer_types", None)
+    if layer_types is not None:
+        text_config.layer_types = [layer_types[i] for i in kept]
+    if skipped_attention - set(skip.layers):
+        # transformers gives "reuse" layers a cache slot that holds nothing (a DummyLayer)
+        text_config.kv_sharing_modes = ["reuse" if i in skipped_attention else None for i in kept]
+
+    draft = _copy_module(model)
+    draft.__dict__.pop("_get_candidate_generator", None)  # the target's generate hook is not the draft's
+    draft.__class__ = _draft_class(type(model))
+    draft.config = config
+    draft.generation_config = copy.deepcopy(model.generation_config)
+    draft.__dict__["_sdfp_target"] = model
+    draft.skip = skip
+    draft.stats = DraftStats()
+
+    # Copy the module path root -> ... -> ModuleList, pointing each copy at the draft's config.
+    *parents, list_name = spec.layers.split(".")
+    src, dst = model, draft
+    for name in parents:
+        src = getattr(src, name)
+        child = _copy_module(src)
+        if hasattr(child, "config"):
+            child.config = config if child.config is model.config else text_config
+        dst._modules[name] = child
+        dst = child
+
+    layers = spec.decoder_layers(model)
+    new_layers = []
+    for new_idx, old_idx in enumerate(kept):
+        layer = _copy_module(layers[old_idx])
+        if spec.layer_idx_on_layer:
+            layer.layer_idx = new_idx
+        if old_idx in skipped_attention:
+            layer._modules[spec.attention] = _SkippedAttention()
+        else:
+            attention = _copy_module(spec.branch(layer, "attention"))
+            attention.layer_idx = new_idx
+            layer._modules[spec.attention] = attention
+        if old_idx in skipped_mlp:
+            layer._modules[spec.mlp] = _SkippedMLP()
+        new_layers.append(layer)
+    dst._modules[list_name] = nn.ModuleList(new_layers)
+    return draft
