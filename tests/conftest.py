@@ -1,0 +1,48 @@
+# ======================================================================================================
+# Hub test server (sdfp_hf/hub.py tests). KEEP THIS BLOCK FIRST in this file: `huggingface_hub` reads
+# HF_ENDPOINT, HF_HOME and the token once, when it is first imported, so they are set here before
+# anything (transformers included) imports it. The server runs for the whole session in a daemon thread.
+# ======================================================================================================
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+
+if "huggingface_hub" in sys.modules:
+    raise RuntimeError(
+        "huggingface_hub was imported before tests/conftest.py set HF_ENDPOINT: keep the Hub test server "
+        "block first in tests/conftest.py and import nothing that imports huggingface_hub above it"
+    )
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hub_server import HubServer, Token  # noqa: E402
+
+HUB_TOKENS = {
+    "hf_alice_write": Token("alice", write=True),
+    "hf_alice_read": Token("alice", write=False),
+    "hf_bob_write": Token("bob", write=True),
+}
+HUB_SERVER = HubServer(HUB_TOKENS).start()
+HUB_HOME = tempfile.mkdtemp(prefix="sdfp-test-hf-home-")
+atexit.register(shutil.rmtree, HUB_HOME, ignore_errors=True)
+atexit.register(HUB_SERVER.stop)
+
+os.environ["HF_ENDPOINT"] = HUB_SERVER.url
+os.environ["HF_HOME"] = HUB_HOME
+for _name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH",
+              "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.pop(_name, None)
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def hub_server() -> HubServer:
+    """The session's loopback Hub, emptied before each test that uses it."""
+    HUB_SERVER.reset()
+    return HUB_SERVER
+# ====================================================================================== end Hub block

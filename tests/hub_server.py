@@ -1,0 +1,400 @@
+"""A small Hugging Face Hub on 127.0.0.1, for testing Hub code over real HTTP with the real client.
+
+It speaks the part of the Hub API that `huggingface_hub` (2.x) uses to create a model repository, create
+a branch, pre-upload and commit small files, validate a README's YAML, report model info, and
+resolve/download files (HEAD and GET, with the `ETag` / `X-Repo-Commit` headers `hf_hub_download`
+needs). Errors carry the `X-Error-Code` / `X-Error-Message` headers the client maps to its exception
+types (`RepositoryNotFoundError`, `RevisionNotFoundError`, `RemoteEntryNotFoundError`, ...).
+
+Authentication follows the Hub: writes need a valid write token (`Authorization: Bearer <token>`); a
+private repository is visible to its owner only; an unknown token is refused with 401 everywhere; a
+missing token on a private repository is a 401 that reads as "repository not found"; a repository of
+another user is a 404, and writing into another namespace a 403.
+
+Everything lives in memory. Only model repositories, regular (non-LFS) files.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import yaml
+
+__all__ = ["Commit", "HubServer", "Repo", "Token"]
+
+
+@dataclass(frozen=True)
+class Token:
+    """A user access token: whose it is, and whether it may write."""
+
+    user: str
+    write: bool = True
+
+
+@dataclass
+class Commit:
+    oid: str
+    message: str
+    files: dict[str, bytes]
+    parent: str | None
+
+
+@dataclass
+class Repo:
+    repo_id: str
+    private: bool
+    refs: dict[str, str] = field(default_factory=dict)  # branch or refs/pr/N -> commit oid
+    commits: dict[str, Commit] = field(default_factory=dict)
+    num_prs: int = 0
+
+    @property
+    def owner(self) -> str:
+        return self.repo_id.split("/")[0]
+
+    def resolve(self, revision: str) -> Commit | None:
+        oid = self.refs.get(revision, revision)
+        return self.commits.get(oid)
+
+
+def git_blob_oid(content: bytes) -> str:
+    """The git object id of a file, as the Hub reports it for regular files."""
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+class _HTTPError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ):
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+        self.headers, self.body = headers or {}, body or {}
+
+
+class HubServer:
+    """An in-memory Hub served on 127.0.0.1 at a random port.
+
+    Args:
+        tokens (`dict[str, Token]`):
+            The valid tokens.
+
+    Attributes:
+        url (`str`): the endpoint to set as `HF_ENDPOINT`.
+        repos (`dict[str, Repo]`): the repositories, by id.
+        requests (`list[tuple[str, str]]`): `(method, path)` of every request received.
+    """
+
+    def __init__(self, tokens: dict[str, Token]):
+        self.tokens = dict(tokens)
+        self.repos: dict[str, Repo] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> HubServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="hub-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.repos.clear()
+            self.requests.clear()
+
+    def commits_of(self, repo_id: str) -> list[Commit]:
+        """The commits of a repository, oldest first (the initial commit included)."""
+        return list(self.repos[repo_id].commits.values())
+
+    def add_repo(self, repo_id: str, *, private: bool = False, files: dict[str, bytes] | None = None) -> Repo:
+        """Create a repository directly (no HTTP), with one commit holding `files`."""
+        with self.lock:
+            repo = self.repos[repo_id] = Repo(repo_id, private)
+            self._commit(repo, "main", "initial commit", {".gitattributes": b"", **(files or {})}, parent=None)
+            return repo
+
+    def _commit(self, repo: Repo, ref: str, message: str, files: dict[str, bytes], parent: str | None) -> Commit:
+        digest = hashlib.sha1(
+            json.dumps([parent, message, len(repo.commits), sorted((p, git_blob_oid(c)) for p, c in files.items())])
+            .encode()
+        ).hexdigest()
+        commit = repo.commits[digest] = Commit(digest, message, files, parent)
+        repo.refs[ref] = digest
+        return commit
+
+
+def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "sdfp-test-hub/1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output clean
+            pass
+
+        # ---------------------------------------------------------------- plumbing
+
+        def do_GET(self) -> None:
+            self._dispatch("GET")
+
+        def do_HEAD(self) -> None:
+            self._dispatch("HEAD")
+
+        def do_POST(self) -> None:
+            self._dispatch("POST")
+
+        def _dispatch(self, method: str) -> None:
+            split = urlsplit(self.path)
+            self.query = parse_qs(split.query)
+            raw = [unquote(part) for part in split.path.split("/")[1:]]
+            hub.requests.append((method, split.path))
+            length = int(self.headers.get("Content-Length") or 0)
+            self.body = self.rfile.read(length) if length else b""
+            try:
+                with hub.lock:
+                    try:
+                        self._route(method, raw)
+                    except (KeyError, TypeError, ValueError) as e:  # a malformed request, not a server bug
+                        raise _HTTPError(400, f"Bad request: {e!r}") from e
+            except _HTTPError as e:
+                headers = dict(e.headers)
+                if e.code:
+                    headers["X-Error-Code"] = e.code
+                headers["X-Error-Message"] = e.message
+                self._send(e.status, json.dumps({"error": e.message, **e.body}).encode(), headers, method=method)
+
+        def _send(
+            self,
+            status: int,
+            body: bytes = b"",
+            headers: dict[str, str] | None = None,
+            *,
+            method: str = "GET",
+            content_type: str = "application/json",
+        ) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            if method != "HEAD":
+                self.wfile.write(body)
+
+        def _json(self, status: int, data: Any) -> None:
+            self._send(status, json.dumps(data).encode())
+
+        def _route(self, method: str, parts: list[str]) -> None:
+            if method == "POST" and parts == ["api", "repos", "create"]:
+                return self._create_repo()
+            if method == "POST" and parts == ["api", "validate-yaml"]:
+                return self._validate_yaml()
+            if len(parts) >= 4 and parts[:2] == ["api", "models"]:
+                repo_id, rest = "/".join(parts[2:4]), parts[4:]
+                if method == "GET" and not rest:
+                    return self._model_info(repo_id, "main")
+                if method == "GET" and len(rest) == 2 and rest[0] == "revision":
+                    return self._model_info(repo_id, rest[1])
+                if method == "POST" and len(rest) == 2 and rest[0] == "preupload":
+                    return self._preupload(repo_id, rest[1])
+                if method == "POST" and len(rest) == 2 and rest[0] == "commit":
+                    return self._commit(repo_id, rest[1])
+                if method == "POST" and len(rest) == 2 and rest[0] == "branch":
+                    return self._create_branch(repo_id, rest[1])
+            if method in ("GET", "HEAD") and len(parts) >= 5 and parts[2] == "resolve":
+                return self._resolve(method, "/".join(parts[:2]), parts[3], "/".join(parts[4:]))
+            raise _HTTPError(404, f"no such endpoint: {method} {self.path}")
+
+        # ---------------------------------------------------------------- auth
+
+        def _user(self) -> str | None:
+            """The user of the request's token; None without a token; 401 for an unknown token."""
+            header = self.headers.get("Authorization")
+            if not header:
+                return None
+            token = header.removeprefix("Bearer ").strip()
+            if token not in hub.tokens:
+                raise _HTTPError(401, "Invalid credentials in Authorization header")
+            return hub.tokens[token].user
+
+        def _readable(self, repo_id: str) -> Repo:
+            user = self._user()
+            repo = hub.repos.get(repo_id)
+            if repo is None or (repo.private and user is not None and user != repo.owner):
+                raise _HTTPError(404, "Repository not found", "RepoNotFound")
+            if repo.private and user is None:
+                raise _HTTPError(401, "Invalid username or password.", "RepoNotFound")
+            return repo
+
+        def _writer(self, namespace: str) -> str:
+            user = self._user()
+            if user is None:
+                raise _HTTPError(401, "You must be authenticated to write to the Hub: pass a token")
+            token = hub.tokens[self.headers["Authorization"].removeprefix("Bearer ").strip()]
+            if not token.write:
+                raise _HTTPError(403, "This token has read access only; a write token is needed")
+            if namespace != user:
+                raise _HTTPError(403, f"You don't have the rights to write to the namespace {namespace}")
+            return user
+
+        def _writable(self, repo_id: str) -> Repo:
+            repo = self._readable(repo_id)
+            self._writer(repo.owner)
+            return repo
+
+        # ---------------------------------------------------------------- endpoints
+
+        def _create_repo(self) -> None:
+            payload = json.loads(self.body or b"{}")
+            name, organization = payload.get("name"), payload.get("organization")
+            if payload.get("type", "model") != "model":
+                raise _HTTPError(400, "this test Hub serves model repositories only")
+            user = self._user()
+            namespace = organization or user
+            if namespace is None:
+                raise _HTTPError(401, "You must be authenticated to create a repository: pass a token")
+            self._writer(namespace)
+            repo_id = f"{namespace}/{name}"
+            url = f"{hub.url}/{repo_id}"
+            if repo_id in hub.repos:
+                raise _HTTPError(409, "You already created this model repo", body={"url": url})
+            private = payload.get("visibility") == "private" or bool(payload.get("private"))
+            repo = hub.repos[repo_id] = Repo(repo_id, private)
+            hub._commit(repo, "main", "initial commit", {".gitattributes": b"*.bin filter=lfs\n"}, parent=None)
+            self._json(200, {"url": url, "name": repo_id, "id": repo_id})
+
+        def _validate_yaml(self) -> None:
+            content = json.loads(self.body or b"{}").get("content", "")
+            errors = []
+            if content.startswith("---"):
+                header = content.split("---", 2)[1] if content.count("---") >= 2 else None
+                try:
+                    metadata = yaml.safe_load(header) if header is not None else None
+                    if header is None or not isinstance(metadata, (dict, type(None))):
+                        errors.append({"message": "metadata must be a YAML mapping between two '---' lines"})
+                except yaml.YAMLError as e:
+                    errors.append({"message": f"invalid YAML: {e}"})
+            self._json(400 if errors else 200, {"errors": errors, "warnings": []})
+
+        def _model_info(self, repo_id: str, revision: str) -> None:
+            repo = self._readable(repo_id)
+            commit = repo.resolve(revision)
+            if commit is None:
+                raise _HTTPError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+            self._json(
+                200,
+                {
+                    "id": repo_id,
+                    "modelId": repo_id,
+                    "author": repo.owner,
+                    "sha": commit.oid,
+                    "private": repo.private,
+                    "disabled": False,
+                    "gated": False,
+                    "tags": [],
+                    "siblings": [{"rfilename": path} for path in sorted(commit.files)],
+                },
+            )
+
+        def _create_branch(self, repo_id: str, branch: str) -> None:
+            repo = self._writable(repo_id)
+            if branch.startswith("refs/"):
+                raise _HTTPError(400, f"Invalid reference for a branch: {branch}")
+            if branch in repo.refs:
+                raise _HTTPError(409, f"Reference already exists: refs/heads/{branch}")
+            start = json.loads(self.body or b"{}").get("startingPoint") or "main"
+            commit = repo.resolve(start)
+            if commit is None:
+                raise _HTTPError(404, f"Invalid rev id: {start}", "RevisionNotFound")
+            repo.refs[branch] = commit.oid
+            self._json(200, {})
+
+        def _preupload(self, repo_id: str, revision: str) -> None:
+            repo = self._writable(repo_id)
+            commit = repo.resolve(revision)
+            current = commit.files if commit is not None else {}
+            files = json.loads(self.body or b"{}").get("files", [])
+            self._json(
+                200,
+                {
+                    "files": [
+                        {
+                            "path": f["path"],
+                            "uploadMode": "regular",
+                            "shouldIgnore": False,
+                            "oid": git_blob_oid(current[f["path"]]) if f["path"] in current else None,
+                        }
+                        for f in files
+                    ]
+                },
+            )
+
+        def _commit(self, repo_id: str, revision: str) -> None:
+            repo = self._writable(repo_id)
+            parent = repo.resolve(revision)
+            if parent is None:
+                raise _HTTPError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+            lines = [json.loads(line) for line in self.body.splitlines() if line.strip()]
+            if not lines or lines[0].get("key") != "header":
+                raise _HTTPError(400, "a commit starts with a header line")
+            header = lines[0]["value"]
+            files = dict(parent.files)
+            for line in lines[1:]:
+                key, value = line["key"], line["value"]
+                if key == "file":
+                    if value.get("encoding") != "base64":
+                        raise _HTTPError(400, "files must be base64-encoded")
+                    files[value["path"]] = base64.b64decode(value["content"])
+                elif key == "deletedFile":
+                    if value["path"] not in files:
+                        raise _HTTPError(404, "A file with this name doesn't exist", "EntryNotFound")
+                    del files[value["path"]]
+                else:
+                    raise _HTTPError(400, f"this test Hub does not support {key!r} operations (LFS, copies)")
+            pr_url = None
+            if self.query.get("create_pr") == ["1"]:
+                repo.num_prs += 1
+                ref = f"refs/pr/{repo.num_prs}"
+                pr_url = f"{hub.url}/{repo_id}/discussions/{repo.num_prs}"
+            else:
+                ref = revision if revision in repo.refs else parent.oid
+            commit = hub._commit(repo, ref, header.get("summary", ""), files, parent=parent.oid)
+            self._json(
+                200,
+                {
+                    "success": True,
+                    "commitOid": commit.oid,
+                    "commitUrl": f"{hub.url}/{repo_id}/commit/{commit.oid}",
+                    "pullRequestUrl": pr_url,
+                },
+            )
+
+        def _resolve(self, method: str, repo_id: str, revision: str, path: str) -> None:
+            repo = self._readable(repo_id)
+            commit = repo.resolve(revision)
+            if commit is None:
+                raise _HTTPError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+            if path not in commit.files:
+                raise _HTTPError(
+                    404, "Entry not found", "EntryNotFound", headers={"X-Repo-Commit": commit.oid}
+                )
+            content = commit.files[path]
+            headers = {"ETag": f'"{git_blob_oid(content)}"', "X-Repo-Commit": commit.oid}
+            self._send(200, content, headers, method=method, content_type="application/octet-stream")
+
+    return Handler
