@@ -129,19 +129,26 @@ class SDFPConfig:
     )
     layer_types: list[str] | None = field(
         default=None,
-        metadata={"help": "Fingerprint: per-layer attention types (`config.layer_types`), if the model has them."},
+        metadata={
+            "help": "Fingerprint: per-layer attention types (`config.layer_types`), if the model has them."
+        },
     )
     granularity: str = field(
         default="layer",
-        metadata={"help": "`'layer'` skips whole decoder layers (`skip_layers`); `'sublayer'` skips attention "
-                  "and MLP branches separately (`skip_attention`, `skip_mlp`)."},
+        metadata={
+            "help": "`'layer'` skips whole decoder layers (`skip_layers`); `'sublayer'` skips attention "
+            "and MLP branches separately (`skip_attention`, `skip_mlp`)."
+        },
     )
     skip_layers: list[int] = field(
-        default_factory=list, metadata={"help": "Indices of the decoder layers skipped whole (granularity 'layer')."}
+        default_factory=list,
+        metadata={"help": "Indices of the decoder layers skipped whole (granularity 'layer')."},
     )
     skip_attention: list[int] = field(
         default_factory=list,
-        metadata={"help": "Indices of the layers whose attention branch is skipped (granularity 'sublayer')."},
+        metadata={
+            "help": "Indices of the layers whose attention branch is skipped (granularity 'sublayer')."
+        },
     )
     skip_mlp: list[int] = field(
         default_factory=list,
@@ -149,31 +156,41 @@ class SDFPConfig:
     )
     scores: dict[str, list[float]] = field(
         default_factory=dict,
-        metadata={"help": "Per-layer importance scores by kind (`'layer'`, `'attention'`, `'mlp'`), one float "
-                  "per decoder layer; may be empty."},
+        metadata={
+            "help": "Per-layer importance scores by kind (`'layer'`, `'attention'`, `'mlp'`), one float "
+            "per decoder layer; may be empty."
+        },
     )
     scoring_method: str | None = field(
         default=None, metadata={"help": "How the scores were computed (e.g. `'fit'` for Fisher information)."}
     )
     calibration: dict[str, Any] = field(
         default_factory=dict,
-        metadata={"help": "Calibration provenance: `source`, `num_sequences`, `num_tokens`, `sequence_length`, "
-                  "`seed`, `dtype`, `seconds`."},
+        metadata={
+            "help": "Calibration provenance: `source`, `num_sequences`, `num_tokens`, `sequence_length`, "
+            "`seed`, `dtype`, `seconds`."
+        },
     )
     num_assistant_tokens: int = field(
         default=20, metadata={"help": "Recommended draft length (tokens proposed per step)."}
     )
     num_assistant_tokens_schedule: str = field(
         default="constant",
-        metadata={"help": "How the draft length evolves: `'constant'`, `'heuristic'` or `'heuristic_transient'`."},
+        metadata={
+            "help": "How the draft length evolves: `'constant'`, `'heuristic'` or `'heuristic_transient'`."
+        },
     )
     assistant_confidence_threshold: float = field(
         default=0.4,
-        metadata={"help": "The draft stops proposing when its top probability falls below this value, in [0, 1]."},
+        metadata={
+            "help": "The draft stops proposing when its top probability falls below this value, in [0, 1]."
+        },
     )
     draft_vocab: list[int] | None = field(
         default=None,
-        metadata={"help": "Token ids the draft scores (a reduced output vocabulary), or None for all of them."},
+        metadata={
+            "help": "Token ids the draft scores (a reduced output vocabulary), or None for all of them."
+        },
     )
     measurements: dict[str, Any] = field(
         default_factory=dict,
@@ -290,7 +307,9 @@ class SDFPConfig:
         if self.draft_vocab is not None:
             self.draft_vocab = _indices(self.draft_vocab, "draft_vocab", self.vocab_size, sort=False)
             if not self.draft_vocab:
-                raise SDFPConfigError("draft_vocab must list at least one token id, or be null for the full vocabulary")
+                raise SDFPConfigError(
+                    "draft_vocab must list at least one token id, or be null for the full vocabulary"
+                )
 
         measurements = self.measurements = _dict(self.measurements, "measurements")
         if measurements.get("acceptance") is not None:
@@ -383,9 +402,11 @@ class SDFPConfig:
                 f"mask was profiled on {ours_name} ({ours_text}); this model{theirs_name} has {theirs_text}: {_FIX}"
             )
         notes = []
-        if self.layer_types is not None and theirs["layer_types"] is not None and self.layer_types != theirs[
-            "layer_types"
-        ]:
+        if (
+            self.layer_types is not None
+            and theirs["layer_types"] is not None
+            and self.layer_types != theirs["layer_types"]
+        ):
             notes.append("its layer types (attention pattern) differ from this model's")
         if self.base_model_name_or_path and name_or_path and self.base_model_name_or_path != name_or_path:
             notes.append(f"it was made for `{self.base_model_name_or_path}`, not `{name_or_path}`")
@@ -393,7 +414,9 @@ class SDFPConfig:
             notes.append(f"it was made for revision `{self.revision}`, this model is at `{revision}`")
         if notes:
             warnings.warn(
-                "the mask fits this model's architecture, but " + "; ".join(notes) + ": the skipped layers were "
+                "the mask fits this model's architecture, but "
+                + "; ".join(notes)
+                + ": the skipped layers were "
                 "chosen for another checkpoint, so acceptance may be lower (profile this model with `sdfp profile` "
                 "for a mask of its own)",
                 UserWarning,

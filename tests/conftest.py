@@ -16,7 +16,7 @@ if "huggingface_hub" in sys.modules:
     )
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hub_server import HubServer, Token  # noqa: E402
+from hub_server import HubServer, Token
 
 HUB_TOKENS = {
     "hf_alice_write": Token("alice", write=True),
@@ -30,19 +30,35 @@ atexit.register(HUB_SERVER.stop)
 
 os.environ["HF_ENDPOINT"] = HUB_SERVER.url
 os.environ["HF_HOME"] = HUB_HOME
-for _name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH",
-              "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+for _name in (
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_TOKEN_PATH",
+):
     os.environ.pop(_name, None)
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture
-def hub_server() -> HubServer:
-    """The session's loopback Hub, emptied before each test that uses it."""
+def hub_server(monkeypatch: pytest.MonkeyPatch) -> HubServer:
+    """The session's loopback Hub, emptied before each test that uses it, and online mode for the test.
+
+    Offline mode (`HF_HUB_OFFLINE`), if the session has it, is lifted for the test only: huggingface_hub
+    checks it on every request, and the subprocesses the test starts inherit the environment.
+    """
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     HUB_SERVER.reset()
     return HUB_SERVER
+
+
 # ====================================================================================== end Hub block

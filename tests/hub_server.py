@@ -127,13 +127,18 @@ class HubServer:
         """Create a repository directly (no HTTP), with one commit holding `files`."""
         with self.lock:
             repo = self.repos[repo_id] = Repo(repo_id, private)
-            self._commit(repo, "main", "initial commit", {".gitattributes": b"", **(files or {})}, parent=None)
+            self._commit(
+                repo, "main", "initial commit", {".gitattributes": b"", **(files or {})}, parent=None
+            )
             return repo
 
-    def _commit(self, repo: Repo, ref: str, message: str, files: dict[str, bytes], parent: str | None) -> Commit:
+    def _commit(
+        self, repo: Repo, ref: str, message: str, files: dict[str, bytes], parent: str | None
+    ) -> Commit:
         digest = hashlib.sha1(
-            json.dumps([parent, message, len(repo.commits), sorted((p, git_blob_oid(c)) for p, c in files.items())])
-            .encode()
+            json.dumps(
+                [parent, message, len(repo.commits), sorted((p, git_blob_oid(c)) for p, c in files.items())]
+            ).encode()
         ).hexdigest()
         commit = repo.commits[digest] = Commit(digest, message, files, parent)
         repo.refs[ref] = digest
@@ -144,7 +149,7 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "sdfp-test-hub/1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output clean
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
         # ---------------------------------------------------------------- plumbing
@@ -176,7 +181,9 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 if e.code:
                     headers["X-Error-Code"] = e.code
                 headers["X-Error-Message"] = e.message
-                self._send(e.status, json.dumps({"error": e.message, **e.body}).encode(), headers, method=method)
+                self._send(
+                    e.status, json.dumps({"error": e.message, **e.body}).encode(), headers, method=method
+                )
 
         def _send(
             self,
@@ -275,7 +282,9 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 raise _HTTPError(409, "You already created this model repo", body={"url": url})
             private = payload.get("visibility") == "private" or bool(payload.get("private"))
             repo = hub.repos[repo_id] = Repo(repo_id, private)
-            hub._commit(repo, "main", "initial commit", {".gitattributes": b"*.bin filter=lfs\n"}, parent=None)
+            hub._commit(
+                repo, "main", "initial commit", {".gitattributes": b"*.bin filter=lfs\n"}, parent=None
+            )
             self._json(200, {"url": url, "name": repo_id, "id": repo_id})
 
         def _validate_yaml(self) -> None:
