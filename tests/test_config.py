@@ -17,9 +17,13 @@ from sdfp_hf.config import CONFIG_NAME, FORMAT_VERSION, REQUIRED_KEYS, SDFPConfi
 
 
 def llama_config(**overrides: Any) -> LlamaConfig:
-    values = dict(
-        num_hidden_layers=6, hidden_size=64, intermediate_size=128, num_attention_heads=4, vocab_size=128
-    )
+    values = {
+        "num_hidden_layers": 6,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "vocab_size": 128,
+    }
     values.update(overrides)
     config = LlamaConfig(**values)
     config._name_or_path = "org/tiny-llama"
@@ -28,7 +32,7 @@ def llama_config(**overrides: Any) -> LlamaConfig:
 
 
 def make_mask(**fields_: Any) -> SDFPConfig:
-    values: dict[str, Any] = dict(skip_layers=[4, 1])
+    values: dict[str, Any] = {"skip_layers": [4, 1]}
     values.update(fields_)
     return SDFPConfig.from_model_config(llama_config(), **values)
 
@@ -164,7 +168,12 @@ def _with(**changes: Any) -> dict[str, Any]:
 
 
 def _sublayer(**changes: Any) -> dict[str, Any]:
-    values: dict[str, Any] = dict(granularity="sublayer", skip_layers=[], skip_attention=[0], skip_mlp=[1])
+    values: dict[str, Any] = {
+        "granularity": "sublayer",
+        "skip_layers": [],
+        "skip_attention": [0],
+        "skip_mlp": [1],
+    }
     values.update(changes)
     return _with(**values)
 
