@@ -1,0 +1,375 @@
+"""Saving, loading and publishing masks, over real HTTP against the loopback Hub (tests/hub_server.py).
+
+The real `huggingface_hub` client talks to the server that tests/conftest.py starts and points
+`HF_ENDPOINT` at; the cache lives in a temporary `HF_HOME`. Every test uses repositories of its own
+name, so the cache one test fills never answers for another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from hub_server import HubServer
+from huggingface_hub import ModelCard, constants, hf_hub_download
+from test_config import full_mask, make_mask
+
+from sdfp_hf.config import CONFIG_NAME, FORMAT_VERSION, SDFPConfig, SDFPConfigError
+from sdfp_hf.hub import PLOT_NAME, SDFPHubError, load_config, render_card, save_pretrained
+
+ROOT = Path(__file__).resolve().parent.parent
+WRITE = "hf_alice_write"  # tokens known to the server: see tests/conftest.py
+READ = "hf_alice_read"
+BOB = "hf_bob_write"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+
+def unique(name: str, owner: str = "alice") -> str:
+    return f"{owner}/{name}-{uuid.uuid4().hex[:8]}"
+
+
+def run_python(code: str, **env: str) -> dict:
+    """Run `code` in a fresh interpreter with this session's Hub environment; return the JSON it prints."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=environment,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def files_of(hub: HubServer, repo_id: str, revision: str = "main") -> dict[str, bytes]:
+    return hub.repos[repo_id].resolve(revision).files
+
+
+# ---------------------------------------------------------------------------- local folders
+
+
+def test_save_and_load_a_folder(tmp_path: Path) -> None:
+    mask = full_mask()
+    path = save_pretrained(mask, tmp_path / "mask", plot=PNG)
+    assert Path(path) == tmp_path / "mask" / CONFIG_NAME
+    assert (tmp_path / "mask" / PLOT_NAME).read_bytes() == PNG
+    assert ModelCard.load(tmp_path / "mask" / "README.md").data.library_name == "sdfp-hf"
+    assert load_config(tmp_path / "mask") == mask
+    assert SDFPConfig.from_pretrained(str(tmp_path / "mask")) == mask
+    assert SDFPConfig.from_pretrained(tmp_path / "mask" / CONFIG_NAME) == mask
+
+
+def test_save_never_overwrites_a_readme(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("# my model\n")
+    make_mask().save_pretrained(tmp_path)
+    assert (tmp_path / "README.md").read_text() == "# my model\n"
+    assert SDFPConfig.from_pretrained(tmp_path) == make_mask()
+
+
+def test_save_without_card_and_in_a_subfolder(tmp_path: Path) -> None:
+    make_mask().save_pretrained(tmp_path / "sdfp", card=False)
+    assert sorted(p.name for p in (tmp_path / "sdfp").iterdir()) == [CONFIG_NAME]
+    assert SDFPConfig.from_pretrained(tmp_path, subfolder="sdfp") == make_mask()
+
+
+def test_save_refuses_an_invalid_mask_or_plot(tmp_path: Path) -> None:
+    mask = make_mask()
+    mask.skip_layers = [0, 1, 2, 3, 4, 5]
+    with pytest.raises(SDFPConfigError, match="skips all 6 layers"):
+        mask.save_pretrained(tmp_path / "a")
+    assert not (tmp_path / "a" / CONFIG_NAME).exists()
+    with pytest.raises(ValueError, match="must be a PNG image"):
+        make_mask().save_pretrained(tmp_path / "b", plot=b"GIF89a")
+
+
+def test_a_folder_without_a_mask(tmp_path: Path) -> None:
+    with pytest.raises(SDFPHubError, match=f"has no `{CONFIG_NAME}`"):
+        load_config(tmp_path)
+
+
+def test_neither_a_folder_nor_a_repo_id() -> None:
+    with pytest.raises(SDFPHubError, match="neither an existing local folder nor a valid Hub repository id"):
+        load_config("./no/such/folder/here")
+
+
+def test_a_malformed_local_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / CONFIG_NAME).write_bytes(b"\x80\x04\x95 a pickle, not JSON")
+    with pytest.raises(SDFPConfigError, match="not valid JSON"):
+        load_config(tmp_path)
+
+
+# ---------------------------------------------------------------------------- the model card
+
+
+def test_card_metadata_links_the_base_model() -> None:
+    text = render_card(full_mask(), repo_id="alice/mask", subfolder="sdfp", plot=True)
+    card = ModelCard(text)
+    assert card.data.base_model == "org/tiny-llama"
+    assert card.data.library_name == "sdfp-hf"
+    assert card.data.pipeline_tag == "text-generation"
+    assert {"speculative-decoding", "sdfp", "llama"} <= set(card.data.tags)
+    metadata = yaml.safe_load(text.split("---")[1])
+    assert metadata["library_name"] == "sdfp-hf"
+    # what was skipped, the plot, the figures with their hardware, the snippet, the provenance
+    assert "| skipped attention | 3 of 6: 2, 3, 5 |" in text
+    assert f"![Per-layer scores](sdfp/{PLOT_NAME})" in text
+    assert "| 71.0% | 1.40× | 1x H100 |" in text
+    assert 'draft = SDFPAssistant.from_pretrained(model, "alice/mask", subfolder="sdfp")' in text
+    assert "model.generate(**inputs, assistant_model=draft" in text
+    assert "| source | wikitext-2 |" in text
+
+
+def test_card_without_optional_sections_or_hub_base_model() -> None:
+    text = render_card(make_mask(base_model_name_or_path="/home/me/checkpoints/llama"))
+    card = ModelCard(text)
+    assert card.data.base_model is None  # a local path is no Hub link
+    assert "## Scores" not in text and "## Measured" not in text
+    assert "No calibration provenance was recorded." in text
+
+
+# ---------------------------------------------------------------------------- push and load
+
+
+def test_push_is_one_commit_and_loads_back_in_a_fresh_process(hub_server: HubServer) -> None:
+    repo_id = unique("mask")
+    mask = full_mask()
+    url = mask.push_to_hub(repo_id, token=WRITE, plot_path=PNG)
+
+    commits = hub_server.commits_of(repo_id)
+    assert len(commits) == 2  # the repository's initial commit, then ours
+    assert url == f"{hub_server.url}/{repo_id}/commit/{commits[-1].oid}"
+    assert commits[-1].message == "Upload sdfp mask"
+    files = files_of(hub_server, repo_id)
+    assert sorted(files) == [".gitattributes", "README.md", CONFIG_NAME, PLOT_NAME]
+    assert files[CONFIG_NAME].decode() == mask.to_json_string()
+    assert [m for m, path in hub_server.requests if path.endswith("/commit/main")] == ["POST"]
+
+    fresh = run_python(
+        f"""
+        import json
+        from huggingface_hub import ModelCard, hf_hub_download
+        from sdfp_hf import config
+        mask = config.SDFPConfig.from_pretrained({repo_id!r})
+        card = ModelCard.load(hf_hub_download({repo_id!r}, "README.md"))
+        print(json.dumps({{"mask": mask.to_dict(), "card": card.data.to_dict()}}))
+        """
+    )
+    assert SDFPConfig.from_dict(fresh["mask"]) == mask
+    assert fresh["card"]["base_model"] == "org/tiny-llama"
+    assert fresh["card"]["library_name"] == "sdfp-hf"
+    assert "speculative-decoding" in fresh["card"]["tags"]
+
+    # Offline, in another fresh process: the cached copy is used; a mask never fetched is a clear error.
+    offline = run_python(
+        f"""
+        import json
+        from sdfp_hf.config import SDFPConfig
+        from sdfp_hf.hub import SDFPHubError
+        out = {{"cached": SDFPConfig.from_pretrained({repo_id!r}).to_dict()}}
+        try:
+            SDFPConfig.from_pretrained({unique("never-fetched")!r})
+        except SDFPHubError as e:
+            out["uncached"] = str(e)
+        print(json.dumps(out))
+        """,
+        HF_HUB_OFFLINE="1",
+    )
+    assert SDFPConfig.from_dict(offline["cached"]) == mask
+    assert "offline mode is on (`HF_HUB_OFFLINE=1`) and the cache has no copy" in offline["uncached"]
+
+
+def test_local_files_only_uses_the_cache(hub_server: HubServer) -> None:
+    repo_id = unique("mask")
+    make_mask().push_to_hub(repo_id, token=WRITE)
+    with pytest.raises(SDFPHubError, match="`local_files_only=True` and the cache has no copy"):
+        load_config(repo_id, local_files_only=True)
+    assert load_config(repo_id) == make_mask()
+    hub_server.reset()  # the Hub forgets the repository: only the cache can answer now
+    assert load_config(repo_id, local_files_only=True) == make_mask()
+
+
+def test_a_second_push_never_overwrites_the_readme(hub_server: HubServer) -> None:
+    repo_id = unique("mask")
+    make_mask().push_to_hub(repo_id, token=WRITE)
+    readme = files_of(hub_server, repo_id)["README.md"]
+    changed = make_mask(skip_layers=[2, 3], scoring_method="fit")
+    changed.push_to_hub(repo_id, token=WRITE, commit_message="Better mask")
+    files = files_of(hub_server, repo_id)
+    assert files["README.md"] == readme
+    assert hub_server.commits_of(repo_id)[-1].message == "Better mask"
+    assert load_config(repo_id) == changed
+
+
+def test_mask_in_a_subfolder_of_a_model_repo(hub_server: HubServer) -> None:
+    repo_id = unique("tiny-llama")
+    hub_server.add_repo(repo_id, files={"config.json": b"{}", "README.md": b"# The model's own card\n"})
+    make_mask().push_to_hub(repo_id, token=WRITE, subfolder="sdfp", plot_path=PNG)
+    files = files_of(hub_server, repo_id)
+    assert files["README.md"] == b"# The model's own card\n"
+    assert f"sdfp/{CONFIG_NAME}" in files and f"sdfp/{PLOT_NAME}" in files
+    assert SDFPConfig.from_pretrained(repo_id, subfolder="sdfp") == make_mask()
+    with pytest.raises(SDFPHubError, match=f"has no `{CONFIG_NAME}`: .* pass `subfolder=`"):
+        SDFPConfig.from_pretrained(repo_id)
+
+
+def test_push_to_a_branch_and_as_a_pull_request(hub_server: HubServer) -> None:
+    repo_id = unique("mask")
+    make_mask().push_to_hub(repo_id, token=WRITE)
+    main = files_of(hub_server, repo_id)[CONFIG_NAME]
+
+    other = make_mask(skip_layers=[0])
+    url = other.push_to_hub(repo_id, token=WRITE, revision="experiment")
+    assert "/commit/" in url
+    assert load_config(repo_id, revision="experiment") == other
+    assert files_of(hub_server, repo_id)[CONFIG_NAME] == main
+
+    pr_url = make_mask(skip_layers=[5]).push_to_hub(repo_id, token=WRITE, create_pr=True)
+    assert pr_url == f"{hub_server.url}/{repo_id}/discussions/1"
+    assert load_config(repo_id, revision="refs/pr/1") == make_mask(skip_layers=[5])
+    assert files_of(hub_server, repo_id)[CONFIG_NAME] == main
+
+
+def test_private_repo_reads_with_the_owner_token(hub_server: HubServer) -> None:
+    repo_id = unique("private-mask")
+    make_mask().push_to_hub(repo_id, token=WRITE, private=True)
+    assert hub_server.repos[repo_id].private
+    assert load_config(repo_id, token=READ) == make_mask()
+
+
+def test_a_mask_from_a_newer_sdfp_hf_on_the_hub(hub_server: HubServer) -> None:
+    repo_id = unique("future-mask")
+    data = make_mask().to_dict()
+    data["format_version"] = FORMAT_VERSION + 1
+    hub_server.add_repo(repo_id, files={CONFIG_NAME: json.dumps(data).encode()})
+    with pytest.raises(SDFPConfigError, match="upgrade sdfp-hf"):
+        SDFPConfig.from_pretrained(repo_id)
+
+
+def test_a_hostile_file_on_the_hub_is_only_parsed(hub_server: HubServer) -> None:
+    repo_id = unique("hostile")
+    payload = b"cos\nsystem\n(S'echo pwned'\ntR."  # a pickle that would run a shell command
+    hub_server.add_repo(repo_id, files={CONFIG_NAME: payload})
+    with pytest.raises(SDFPConfigError, match="not valid JSON"):
+        SDFPConfig.from_pretrained(repo_id)
+
+
+# ---------------------------------------------------------------------------- Hub failures
+
+
+def test_repository_not_found(hub_server: HubServer) -> None:
+    with pytest.raises(SDFPHubError, match=r"`alice/nothing-here` was not found on http://127\.0\.0\.1"):
+        load_config("alice/nothing-here")
+
+
+def test_file_missing(hub_server: HubServer) -> None:
+    repo_id = unique("not-a-mask")
+    hub_server.add_repo(repo_id, files={"config.json": b"{}"})
+    with pytest.raises(SDFPHubError, match=f"has no `{CONFIG_NAME}`: it holds no sdfp mask"):
+        load_config(repo_id)
+
+
+def test_revision_missing(hub_server: HubServer) -> None:
+    repo_id = unique("mask")
+    make_mask().push_to_hub(repo_id, token=WRITE)
+    with pytest.raises(SDFPHubError, match="has no revision `v9`"):
+        load_config(repo_id, revision="v9")
+
+
+@pytest.mark.parametrize(
+    "token, message",
+    [
+        (None, "if it is private, no token was used: pass `token=`"),
+        ("hf_not_a_real_token", r"rejected the token \(401\)"),
+        (BOB, "if it is private, the token used has no access to it"),
+    ],
+    ids=["no token", "bad token", "another user's token"],
+)
+def test_private_repo_without_access(hub_server: HubServer, token: str | None, message: str) -> None:
+    repo_id = unique("private-mask")
+    make_mask().push_to_hub(repo_id, token=WRITE, private=True)
+    with pytest.raises(SDFPHubError, match=message):
+        load_config(repo_id, token=token)
+
+
+@pytest.mark.parametrize(
+    "token, repo, message",
+    [
+        (None, "alice", "requires authentication .* no token was found: pass `token=` \\(a write token\\)"),
+        ("hf_not_a_real_token", "alice", r"rejected the token \(401\)"),
+        (READ, "alice", r"no permission for this \(403\).*read access only"),
+        (BOB, "alice", r"no permission for this \(403\).*namespace alice"),
+    ],
+    ids=["no token", "bad token", "read-only token", "another namespace"],
+)
+def test_push_refused(hub_server: HubServer, token: str | None, repo: str, message: str) -> None:
+    repo_id = unique("mask", owner=repo)
+    with pytest.raises(SDFPHubError, match=message):
+        make_mask().push_to_hub(repo_id, token=token)
+    assert repo_id not in hub_server.repos
+
+
+def test_push_refused_on_an_existing_repo_of_someone_else(hub_server: HubServer) -> None:
+    repo_id = unique("mask")
+    make_mask().push_to_hub(repo_id, token=WRITE)
+    with pytest.raises(SDFPHubError, match=r"no permission for this \(403\)"):
+        make_mask(skip_layers=[0]).push_to_hub(repo_id, token=BOB)
+    assert len(hub_server.commits_of(repo_id)) == 2
+
+
+def test_push_in_offline_mode(hub_server: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(SDFPHubError, match="offline mode is on: unset `HF_HUB_OFFLINE`"):
+        make_mask().push_to_hub(unique("mask"), token=WRITE)
+
+
+def test_connection_refused(hub_server: HubServer) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run_python(
+        f"""
+        import json, time
+        # huggingface_hub retries a refused connection with exponential backoff: skip the waits
+        time.sleep = lambda seconds: None
+        from sdfp_hf.config import SDFPConfig
+        from sdfp_hf.hub import SDFPHubError
+        mask = SDFPConfig.from_json_string({make_mask().to_json_string()!r})
+        out = {{}}
+        for name, call in [
+            ("load", lambda: SDFPConfig.from_pretrained("alice/unreachable")),
+            ("push", lambda: mask.push_to_hub("alice/unreachable", token="{WRITE}")),
+        ]:
+            try:
+                call()
+            except SDFPHubError as e:
+                out[name] = str(e)
+        print(json.dumps(out))
+        """,
+        HF_ENDPOINT=f"http://127.0.0.1:{port}",
+    )
+    assert "could not reach the Hub at http://127.0.0.1" in result["load"]
+    assert "check the network connection" in result["load"]
+    assert "could not reach the Hub at http://127.0.0.1" in result["push"]
+
+
+def test_the_server_really_checks_downloads(hub_server: HubServer) -> None:
+    # The failure tests above are only meaningful if the plain client sees the same server errors.
+    from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError
+
+    repo_id = unique("plain")
+    hub_server.add_repo(repo_id, files={"a.txt": b"hello"})
+    assert Path(hf_hub_download(repo_id, "a.txt")).read_bytes() == b"hello"
+    with pytest.raises(RemoteEntryNotFoundError):
+        hf_hub_download(repo_id, "b.txt")
+    with pytest.raises(RepositoryNotFoundError):
+        hf_hub_download(unique("missing"), "a.txt")
