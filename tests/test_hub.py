@@ -41,6 +41,7 @@ def run_python(code: str, **env: str) -> dict:
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
+        check=False,
         env=environment,
         cwd=ROOT,
         capture_output=True,
