@@ -136,23 +136,26 @@ class SDFPConfig:
     granularity: str = field(
         default="layer",
         metadata={
-            "help": "`'layer'` skips whole decoder layers (`skip_layers`); `'sublayer'` skips attention "
-            "and MLP branches separately (`skip_attention`, `skip_mlp`)."
+            "help": "`'layer'`: whole decoder layers were scored and are skipped (`skip_layers` only); "
+            "`'sublayer'`: attention and MLP branches were scored and are skipped separately (`skip_attention`, "
+            "`skip_mlp`, and `skip_layers` for layers skipped whole)."
         },
     )
     skip_layers: list[int] = field(
         default_factory=list,
-        metadata={"help": "Indices of the decoder layers skipped whole (granularity 'layer')."},
+        metadata={"help": "Indices of the decoder layers skipped whole."},
     )
     skip_attention: list[int] = field(
         default_factory=list,
         metadata={
-            "help": "Indices of the layers whose attention branch is skipped (granularity 'sublayer')."
+            "help": "Indices of the layers whose attention branch alone is skipped (granularity 'sublayer')."
         },
     )
     skip_mlp: list[int] = field(
         default_factory=list,
-        metadata={"help": "Indices of the layers whose MLP branch is skipped (granularity 'sublayer')."},
+        metadata={
+            "help": "Indices of the layers whose MLP branch alone is skipped (granularity 'sublayer')."
+        },
     )
     scores: dict[str, list[float]] = field(
         default_factory=dict,
@@ -172,10 +175,14 @@ class SDFPConfig:
         },
     )
     num_assistant_tokens: int = field(
-        default=20, metadata={"help": "Recommended draft length (tokens proposed per step)."}
+        default=6,
+        metadata={
+            "help": "Recommended draft length: tokens drafted per round (the start value of an adaptive "
+            "schedule)."
+        },
     )
     num_assistant_tokens_schedule: str = field(
-        default="constant",
+        default="heuristic",
         metadata={
             "help": "How the draft length evolves: `'constant'`, `'heuristic'` or `'heuristic_transient'`."
         },
@@ -253,28 +260,30 @@ class SDFPConfig:
             raise SDFPConfigError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
         for name in ("skip_layers", "skip_attention", "skip_mlp"):
             setattr(self, name, _indices(getattr(self, name), name, num_layers, sort=True))
-        if self.granularity == "layer":
-            if self.skip_attention or self.skip_mlp:
+        if self.granularity == "layer" and (self.skip_attention or self.skip_mlp):
+            raise SDFPConfigError(
+                "a mask with granularity 'layer' lists whole layers in skip_layers only, but skip_attention="
+                f"{self.skip_attention} and skip_mlp={self.skip_mlp} are set: use granularity='sublayer' to "
+                "skip attention and MLP branches separately"
+            )
+        for name in ("skip_attention", "skip_mlp"):
+            both = sorted(set(self.skip_layers) & set(getattr(self, name)))
+            if both:
                 raise SDFPConfigError(
-                    "a mask with granularity 'layer' lists whole layers in skip_layers only, but skip_attention="
-                    f"{self.skip_attention} and skip_mlp={self.skip_mlp} are set: use granularity='sublayer' to "
-                    "skip attention and MLP branches separately"
+                    f"layers {both} are in both skip_layers and {name}: a layer is skipped whole or by "
+                    "sub-layer, not both"
                 )
-            if len(self.skip_layers) == num_layers:
-                raise SDFPConfigError(
-                    f"the mask skips all {num_layers} layers, which leaves no draft: keep at least one layer"
-                )
-        else:
-            if self.skip_layers:
-                raise SDFPConfigError(
-                    f"a mask with granularity 'sublayer' lists skipped branches in skip_attention and skip_mlp, but "
-                    f"skip_layers={self.skip_layers} is set: list those layers in both skip_attention and skip_mlp"
-                )
-            if len(self.skip_attention) == num_layers and len(self.skip_mlp) == num_layers:
-                raise SDFPConfigError(
-                    f"the mask skips every attention and every MLP branch of the {num_layers} layers, which leaves "
-                    "no draft: keep at least one branch"
-                )
+        attention, mlp = self.attention_skipped, self.mlp_skipped
+        if len(attention) == num_layers and len(mlp) == num_layers:
+            raise SDFPConfigError(
+                f"the mask skips all {num_layers} layers (every attention and every MLP branch), which leaves "
+                "no draft: keep at least one layer"
+            )
+        if len(attention) == num_layers:
+            raise SDFPConfigError(
+                f"the mask skips the attention of all {num_layers} layers: a draft needs at least one attention "
+                "sub-layer to read the context; keep one"
+            )
 
         scores = _dict(self.scores, "scores")
         for kind, values in scores.items():
@@ -524,27 +533,79 @@ class SDFPConfig:
 
     # ------------------------------------------------------------------ Hub (see sdfp_hf.hub)
 
-    def save_pretrained(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> str:
-        """Write `sdfp_config.json` (and a model card) to a folder; see [`sdfp_hf.hub.save_pretrained`]."""
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike[str],
+        *,
+        card: bool = True,
+        plot: str | os.PathLike[str] | bytes | None = None,
+    ) -> str:
+        """Write `sdfp_config.json` (and a model card, never over an existing README) to a folder.
+
+        See [`sdfp_hf.hub.save_pretrained`]. Returns the path of the written `sdfp_config.json`.
+        """
         from .hub import save_pretrained
 
-        return save_pretrained(self, save_directory, **kwargs)
+        return save_pretrained(self, save_directory, card=card, plot=plot)
 
     @classmethod
-    def from_pretrained(cls, dir_or_repo_id: str | os.PathLike[str], **kwargs: Any) -> SDFPConfig:
-        """Load a mask from a folder or a Hub repository; see [`sdfp_hf.hub.load_config`]."""
+    def from_pretrained(
+        cls,
+        dir_or_repo_id: str | os.PathLike[str],
+        *,
+        revision: str | None = None,
+        subfolder: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+    ) -> SDFPConfig:
+        """Load a mask from a local folder (looked at first) or a Hub repository, JSON only.
+
+        See [`sdfp_hf.hub.load_config`] for the arguments and the errors raised.
+        """
         from .hub import load_config
 
-        config = load_config(dir_or_repo_id, **kwargs)
+        config = load_config(
+            dir_or_repo_id,
+            revision=revision,
+            subfolder=subfolder,
+            token=token,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+        )
         if not isinstance(config, cls):  # a subclass asked for itself
             config = cls.from_dict(config.to_dict())
         return config
 
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
-        """Publish the mask in one commit and return the commit URL; see [`sdfp_hf.hub.push_to_hub`]."""
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        commit_message: str | None = None,
+        subfolder: str | None = None,
+        plot_path: str | os.PathLike[str] | bytes | None = None,
+    ) -> str:
+        """Publish the mask to a Hub repository in one commit and return the commit URL.
+
+        See [`sdfp_hf.hub.push_to_hub`] for the arguments and the errors raised.
+        """
         from .hub import push_to_hub
 
-        return push_to_hub(self, repo_id, **kwargs)
+        return push_to_hub(
+            self,
+            repo_id,
+            private=private,
+            token=token,
+            revision=revision,
+            create_pr=create_pr,
+            commit_message=commit_message,
+            subfolder=subfolder,
+            plot_path=plot_path,
+        )
 
 
 # ---------------------------------------------------------------------- value checks

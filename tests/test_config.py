@@ -113,6 +113,9 @@ def test_sublayer_skip_sets() -> None:
     assert mask.skip_attention == [2, 3, 5]
     assert mask.attention_skipped == [2, 3, 5]
     assert mask.mlp_skipped == [4]
+    mixed = make_mask(granularity="sublayer", skip_layers=[1], skip_attention=[4], skip_mlp=[0, 5])
+    assert mixed.attention_skipped == [1, 4]
+    assert mixed.mlp_skipped == [0, 1, 5]
 
 
 # ---------------------------------------------------------------------------- JSON
@@ -203,10 +206,21 @@ BAD_DICTS = {
     "skip_layers duplicate": (_with(skip_layers=[2, 2]), r"lists \[2\] more than once"),
     "skips all layers": (_with(skip_layers=list(range(6))), "skips all 6 layers"),
     "layer granularity with attention": (_with(skip_attention=[1]), "granularity='sublayer'"),
-    "sublayer granularity with layers": (_sublayer(skip_layers=[2]), "skip_layers=\\[2\\] is set"),
+    "layer both whole and by branch": (
+        _sublayer(skip_layers=[0]),
+        "layers \\[0\\] are in both skip_layers and skip_a",
+    ),
     "skips every branch": (
         _sublayer(skip_attention=list(range(6)), skip_mlp=list(range(6))),
         "every attention and every MLP",
+    ),
+    "skips every branch, mixed": (
+        _sublayer(skip_layers=[0, 1], skip_attention=[2, 3, 4, 5], skip_mlp=[2, 3, 4, 5]),
+        "skips all 6 layers",
+    ),
+    "skips every attention": (
+        _sublayer(skip_attention=list(range(6)), skip_mlp=[]),
+        "attention of all 6 layers",
     ),
     "skip_mlp duplicate": (_sublayer(skip_mlp=[3, 1, 3]), "skip_mlp lists \\[3\\]"),
     "scores not an object": (_with(scores=[1.0] * 6), "scores must be an object"),

@@ -122,7 +122,7 @@ def test_card_metadata_links_the_base_model() -> None:
     metadata = yaml.safe_load(text.split("---")[1])
     assert metadata["library_name"] == "sdfp-hf"
     # what was skipped, the plot, the figures with their hardware, the snippet, the provenance
-    assert "| skipped attention | 3 of 6: 2, 3, 5 |" in text
+    assert "| skipped attention only | 3 of 6: 2, 3, 5 |" in text
     assert f"![Per-layer scores](sdfp/{PLOT_NAME})" in text
     assert "| 71.0% | 1.40× | 1x H100 |" in text
     assert 'draft = SDFPAssistant.from_pretrained(model, "alice/mask", subfolder="sdfp")' in text
