@@ -328,6 +328,9 @@ class SDFPConfig:
         if measurements.get("speedup") is not None:
             measurements["speedup"] = _float(measurements["speedup"], "measurements['speedup']", minimum=0.0)
         _optional_str(measurements.get("hardware"), "measurements['hardware']")
+        for name in ("calibration", "measurements"):
+            for key, value in getattr(self, name).items():
+                _check_json(value, f"{name}[{key!r}]")
 
     # ------------------------------------------------------------------ building from a model
 
@@ -640,6 +643,16 @@ def _float(value: Any, name: str, minimum: float | None = None, maximum: float |
         bounds = f"in [{minimum}, {maximum}]" if maximum is not None else f"at least {minimum}"
         raise SDFPConfigError(f"{name} must be {bounds}, got {number}")
     return number
+
+
+def _check_json(value: Any, name: str) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        raise SDFPConfigError(
+            f"{name} must be plain JSON data (strings, finite numbers, lists, objects with string keys), "
+            f"got {value!r} ({type(value).__name__}): convert it, e.g. with str()"
+        ) from None
 
 
 def _optional_str(value: Any, name: str) -> None:

@@ -162,6 +162,7 @@ def load_config(
         return SDFPConfig.from_json_file(path)
 
     repo_id = os.fspath(dir_or_repo_id)
+    subfolder = _repo_subfolder(subfolder)
     where = f"`{repo_id}`" + (f" (revision `{revision}`)" if revision else "")
     try:
         validate_repo_id(repo_id)
@@ -174,7 +175,7 @@ def load_config(
         path = hf_hub_download(
             repo_id,
             CONFIG_NAME,
-            subfolder=subfolder or None,
+            subfolder=subfolder,
             revision=revision,
             token=token,
             cache_dir=cache_dir,
@@ -276,7 +277,7 @@ def push_to_hub(
     """
     text = config.to_json_string()
     png = _read_plot(plot_path) if plot_path is not None else None
-    subfolder = subfolder.strip("/") if subfolder else None
+    subfolder = _repo_subfolder(subfolder)
     prefix = f"{subfolder}/" if subfolder else ""
     api = HfApi(token=token, library_name="sdfp-hf", library_version=_library_version())
     try:
@@ -420,6 +421,18 @@ def _is_repo_id(name: str) -> bool:
     except HFValidationError:
         return False
     return True
+
+
+def _repo_subfolder(subfolder: str | None) -> str | None:
+    """A repository folder as the Hub names it (`a/b`), refusing paths that would leave the repository."""
+    if not subfolder:
+        return None
+    parts = subfolder.replace("\\", "/").strip("/").split("/")
+    if subfolder.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(
+            f"subfolder must be a folder inside the repository, like `sdfp` or `masks/v1`, got `{subfolder}`"
+        )
+    return "/".join(parts)
 
 
 def _read_plot(plot: str | os.PathLike[str] | bytes) -> bytes:

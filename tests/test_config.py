@@ -239,6 +239,11 @@ BAD_DICTS = {
     "measurements acceptance": (_with(measurements={"acceptance": 2}), "acceptance"),
     "measurements hardware": (_with(measurements={"hardware": 1}), "hardware'\\] must be a string"),
     "sdfp_version number": (_with(sdfp_version=1), "sdfp_version must be a string"),
+    "calibration not JSON": (
+        _with(calibration={"device": object()}),
+        r"calibration\['device'\] must be plain JSON",
+    ),
+    "measurements NaN": (_with(measurements={"latency": float("nan")}), "must be plain JSON"),
 }
 
 

@@ -223,6 +223,15 @@ def test_mask_in_a_subfolder_of_a_model_repo(hub_server: HubServer) -> None:
         SDFPConfig.from_pretrained(repo_id)
 
 
+@pytest.mark.parametrize("subfolder", ["../outside", "/absolute", "a/../../b", "a//b"])
+def test_a_subfolder_outside_the_repo_is_refused(hub_server: HubServer, subfolder: str) -> None:
+    with pytest.raises(ValueError, match="subfolder must be a folder inside the repository"):
+        load_config("alice/mask", subfolder=subfolder)
+    with pytest.raises(ValueError, match="subfolder must be a folder inside the repository"):
+        make_mask().push_to_hub("alice/mask", token=WRITE, subfolder=subfolder)
+    assert hub_server.requests == []
+
+
 def test_push_to_a_branch_and_as_a_pull_request(hub_server: HubServer) -> None:
     repo_id = unique("mask")
     make_mask().push_to_hub(repo_id, token=WRITE)
