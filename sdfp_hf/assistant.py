@@ -335,6 +335,17 @@ class SDFPAssistant:
             gc.assistant_confidence_threshold = float(assistant_confidence_threshold)
         gc._sdfp_configured = True
 
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        generation_config = kwargs.get("generation_config")
+        if generation_config is not None and getattr(generation_config, "is_assistant", False):
+            # Only transformers' stock assisted generation calls a draft's `generate`: our target hook
+            # never does, so this draft was passed to a model other than its target.
+            raise ValueError(
+                f"this draft was built from another model ({type(self.target).__name__} at {id(self.target):#x}); "
+                "build one for this model with `SDFPAssistant.from_target(model)`"
+            )
+        return super().generate(*args, **kwargs)
+
     def extra_repr(self) -> str:
         return f"sdfp_skip_attention={list(self.skip.attention)}, sdfp_skip_mlp={list(self.skip.mlp)}"
 

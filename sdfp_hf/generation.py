@@ -109,6 +109,11 @@ def _get_candidate_generator(self: PreTrainedModel, **kwargs: Any) -> CandidateG
     )
 
 
+def _draw(probs: torch.Tensor) -> torch.LongTensor:
+    """Sample one token per row from `probs` (the draft's q, which speculative sampling corrects)."""
+    return torch.multinomial(probs, num_samples=1)
+
+
 class SDFPCandidateGenerator(AssistedCandidateGenerator):
     """Drafts candidates with a layer-skipping `SDFPAssistant` that reads the target's KV cache.
 
@@ -185,10 +190,7 @@ class SDFPCandidateGenerator(AssistedCandidateGenerator):
             for processor in self.logits_processor:
                 scores = processor(tokens, scores)
             probs = scores.softmax(dim=-1)
-            if self.do_sample:
-                token = torch.multinomial(probs, num_samples=1)
-            else:
-                token = scores.argmax(dim=-1, keepdim=True)
+            token = _draw(probs) if self.do_sample else scores.argmax(dim=-1, keepdim=True)
             tokens = torch.cat([tokens, token], dim=-1)
             logits.append(scores)
             if self.eos_token_ids is not None and bool(torch.isin(token, self.eos_token_ids).any()):

@@ -81,3 +81,18 @@ def tiny_model(arch: str, seed: int = 0, dtype: torch.dtype = torch.float32):
 def prompt(length: int = 12, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(3, VOCAB, (1, length), generator=g)
+
+
+def tiny_tokenizer():
+    """A character-level fast tokenizer over the tiny models' vocabulary (ids 3.. are characters)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;:!?'\"-()[]{}<>/\\|@#$%^&*+=_~`"
+    vocab = {"<s>": 0, "</s>": 1, "<pad>": 2}
+    for c in chars[: VOCAB - 3]:
+        vocab[c] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
