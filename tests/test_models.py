@@ -506,6 +506,17 @@ def test_load_model_alias_not_installed(fake_model: CatalogueEntry, fake_site: P
         models.load_model(FAKE_ALIAS)
 
 
+def test_hub_id_of_a_catalogue_model_points_to_the_alias_when_the_hub_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(OSError, match=r"load_model\('qwen2.5-coder-0.5b', install=True\)"):
+        models.load_model("Qwen/Qwen2.5-Coder-0.5B-Instruct")
+
+
 # --------------------------------------------------------------------------------------------------
 # Command line
 
