@@ -62,3 +62,9 @@ def hub_server(monkeypatch: pytest.MonkeyPatch) -> HubServer:
 
 
 # ====================================================================================== end Hub block
+
+# Tiny test models gain nothing from several threads, and on a shared 2-core machine torch's thread
+# pool oversubscribes the CPU (measured here: up to 25x slower forwards under load).
+import torch
+
+torch.set_num_threads(1)

@@ -47,7 +47,7 @@ def test_replay_of_an_exact_draft_accepts_everything():
     (result,) = replay_acceptance(model, draft, prompt(10), max_new_tokens=NEW_TOKENS, num_assistant_tokens=(4,))
     assert result.acceptance_rate == 1.0
     # 1 prefill round, then rounds of 4 drafted + 1 bonus token until the budget runs short.
-    assert result.target_forwards < NEW_TOKENS / 4
+    assert result.target_forwards <= 2 + NEW_TOKENS // 5
     assert result.predicted_speedup(draft_cost=0.0) == pytest.approx(result.new_tokens / result.target_forwards)
 
 
