@@ -7,9 +7,23 @@ to `generate` as `assistant_model`:
     out = model.generate(**inputs, assistant_model=draft)
 """
 
-from .architectures import UnsupportedModelError, supported_model_types
-from .assistant import DraftStats, SDFPAssistant, SkipSet
-
 __version__ = "0.1.0"
 
-__all__ = sorted(["DraftStats", "SDFPAssistant", "SkipSet", "UnsupportedModelError", "supported_model_types"])
+from .architectures import UnsupportedModelError, supported_model_types
+from .assistant import DraftStats, SDFPAssistant, SkipSet
+from .config import CONFIG_NAME, SDFPConfig, SDFPConfigError
+from .hub import SDFPHubError
+
+__all__ = sorted(
+    [
+        "CONFIG_NAME",
+        "DraftStats",
+        "SDFPAssistant",
+        "SDFPConfig",
+        "SDFPConfigError",
+        "SDFPHubError",
+        "SkipSet",
+        "UnsupportedModelError",
+        "supported_model_types",
+    ]
+)

@@ -13,7 +13,9 @@ both `SDFPAssistant` and `LlamaForCausalLM`, so `isinstance` holds for either.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,16 +25,12 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from .architectures import ArchitectureSpec, UnsupportedModelError, get_architecture
+from .config import SDFPConfig
 from .generation import install_candidate_generator
 
 __all__ = ["DraftStats", "SDFPAssistant", "SkipSet"]
 
-# Draft settings used when neither the caller nor a mask gives them. Chosen from measurements on the
-# real models (see README, "Draft settings").
-DEFAULT_NUM_ASSISTANT_TOKENS = 6
-DEFAULT_SCHEDULE = "heuristic"
-DEFAULT_CONFIDENCE_THRESHOLD = 0.4
-_SCHEDULES = ("constant", "heuristic", "heuristic_transient")
+_DRAFT_SETTINGS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
 
 
 @dataclass(frozen=True)
@@ -99,6 +97,16 @@ class SkipSet:
     def is_layer_granular(self) -> bool:
         """True when every skipped branch belongs to a layer skipped whole."""
         return set(self.attention) == set(self.mlp)
+
+    def as_mask_fields(self) -> dict[str, Any]:
+        """The skip fields of an `SDFPConfig` describing this skip set."""
+        whole = set(self.layers)
+        return {
+            "granularity": "layer" if self.is_layer_granular else "sublayer",
+            "skip_layers": sorted(whole),
+            "skip_attention": [i for i in self.attention if i not in whole],
+            "skip_mlp": [i for i in self.mlp if i not in whole],
+        }
 
 
 def _check_indices(name: str, values: Iterable[int] | None, num_layers: int) -> tuple[int, ...]:
@@ -229,32 +237,44 @@ class SDFPAssistant:
         skip_layers: Iterable[int] | None = None,
         skip_attention: Iterable[int] | None = None,
         skip_mlp: Iterable[int] | None = None,
+        mask: SDFPConfig | str | os.PathLike[str] | None = None,
         num_assistant_tokens: int | None = None,
         num_assistant_tokens_schedule: str | None = None,
         assistant_confidence_threshold: float | None = None,
     ) -> SDFPAssistant:
-        """Build a draft of `model` that skips the given decoder layers or sub-layers.
+        """Build a draft of `model` that skips some decoder layers or sub-layers.
+
+        The layers to skip come from exactly one of: explicit lists (`skip_layers`, `skip_attention`,
+        `skip_mlp`), a published mask (`mask`), or, with neither, profiling the model.
 
         Args:
             model (`PreTrainedModel`):
                 The target: a decoder-only causal LM of a supported architecture
-                (`sdfp_hf.architectures.supported_model_types()`).
+                (`sdfp_hf.supported_model_types()`).
             skip_layers (`list[int]`, *optional*):
                 Decoder layers skipped whole.
             skip_attention (`list[int]`, *optional*):
                 Layers whose attention sub-layer is skipped (its residual branch adds nothing).
             skip_mlp (`list[int]`, *optional*):
                 Layers whose MLP sub-layer is skipped.
-            num_assistant_tokens (`int`, *optional*, defaults to 6):
-                Tokens drafted per round (the starting value when the schedule adapts it).
-            num_assistant_tokens_schedule (`str`, *optional*, defaults to `"heuristic"`):
+            mask (`SDFPConfig`, `str` or `os.PathLike`, *optional*):
+                A mask: an `SDFPConfig`, a local folder holding `sdfp_config.json`, or a Hub repo id
+                (see [`SDFPAssistant.from_pretrained`] for revisions, subfolders and tokens). It must
+                have been made for this architecture.
+            num_assistant_tokens (`int`, *optional*):
+                Tokens drafted per round (the starting value when the schedule adapts it). Defaults to
+                the mask's recommendation, else 6.
+            num_assistant_tokens_schedule (`str`, *optional*):
                 `"constant"`, `"heuristic"` (grow by 2 after a fully accepted round, shrink by 1
                 otherwise) or `"heuristic_transient"` (the same, reset at each `generate` call).
-            assistant_confidence_threshold (`float`, *optional*, defaults to 0.4):
-                Stop drafting a round once the draft's probability of its token falls below this.
+                Defaults to the mask's recommendation, else `"heuristic"`.
+            assistant_confidence_threshold (`float`, *optional*):
+                Stop drafting a round once the draft's probability of its token falls below this
+                (0 disables it). Defaults to the mask's recommendation, else 0.4.
 
         Returns:
-            The draft: an instance of `SDFPAssistant` and of `type(model)`.
+            The draft: an instance of `SDFPAssistant` and of `type(model)`, with the mask that
+            describes it in `draft.sdfp_config`.
         """
         if isinstance(model, SDFPAssistant):
             raise ValueError("`model` is already an sdfp-hf draft: pass the target model it was built from")
@@ -264,15 +284,29 @@ class SDFPAssistant:
             )
         spec = get_architecture(model)
         num_layers = len(spec.decoder_layers(model))
-        if skip_layers is None and skip_attention is None and skip_mlp is None:
+        explicit = skip_layers is not None or skip_attention is not None or skip_mlp is not None
+        if explicit and mask is not None:
+            raise ValueError("pass either skip lists or a `mask`, not both")
+        if mask is not None:
+            if not isinstance(mask, SDFPConfig):
+                mask = SDFPConfig.from_pretrained(mask)
+            mask.check_compatible(model.config, name_or_path=getattr(model, "name_or_path", None))
+            skip = SkipSet.from_lists(
+                num_layers, skip_layers=mask.skip_layers, skip_attention=mask.skip_attention, skip_mlp=mask.skip_mlp
+            )
+            mask = copy.deepcopy(mask)
+        elif explicit:
+            skip = SkipSet.from_lists(
+                num_layers, skip_layers=skip_layers, skip_attention=skip_attention, skip_mlp=skip_mlp
+            )
+            mask = SDFPConfig.from_model_config(model.config, **skip.as_mask_fields())
+        else:
             raise NotImplementedError(
                 "choosing the layers to skip automatically (FIT profiling) is not available yet: "
                 "pass `skip_layers=[...]` (or `skip_attention` / `skip_mlp`)"
             )
-        skip = SkipSet.from_lists(
-            num_layers, skip_layers=skip_layers, skip_attention=skip_attention, skip_mlp=skip_mlp
-        )
         draft = _build_draft(model, spec, skip)
+        draft.sdfp_config = mask
         draft.set_draft_settings(
             num_assistant_tokens=num_assistant_tokens,
             num_assistant_tokens_schedule=num_assistant_tokens_schedule,
@@ -280,6 +314,42 @@ class SDFPAssistant:
         )
         install_candidate_generator(model)
         return draft
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: PreTrainedModel,
+        mask_name_or_path: str | os.PathLike[str],
+        *,
+        revision: str | None = None,
+        subfolder: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        **draft_settings: Any,
+    ) -> SDFPAssistant:
+        """Build the draft of `model` described by a published mask, without profiling.
+
+        Args:
+            model (`PreTrainedModel`): the target the mask was made for.
+            mask_name_or_path (`str` or `os.PathLike`):
+                A local folder holding `sdfp_config.json` (looked at first) or a Hub repo id.
+            revision, subfolder, token, cache_dir, local_files_only:
+                As in `huggingface_hub.hf_hub_download`; `subfolder` for a mask kept inside another
+                repository (e.g. the model's own).
+            **draft_settings:
+                `num_assistant_tokens`, `num_assistant_tokens_schedule`, `assistant_confidence_threshold`,
+                overriding the mask's recommendations.
+        """
+        mask = SDFPConfig.from_pretrained(
+            mask_name_or_path,
+            revision=revision,
+            subfolder=subfolder,
+            token=token,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+        )
+        return cls.from_target(model, mask=mask, **draft_settings)
 
     @property
     def target(self) -> PreTrainedModel:
@@ -299,41 +369,28 @@ class SDFPAssistant:
         num_assistant_tokens_schedule: str | None = None,
         assistant_confidence_threshold: float | None = None,
     ) -> None:
-        """Set the drafting settings on the draft's `generation_config` (where `generate` reads them).
+        """Change the drafting settings; `None` keeps the current value.
 
-        Arguments left as `None` keep their current value, or take the package default on a new draft.
+        They are written to the draft's `generation_config` (where `generate` reads them) and to
+        `draft.sdfp_config` (the recommendation a saved mask carries).
         """
-        gc = self.generation_config
-        fresh = not getattr(gc, "_sdfp_configured", False)
-        if num_assistant_tokens is None and fresh:
-            num_assistant_tokens = DEFAULT_NUM_ASSISTANT_TOKENS
-        if num_assistant_tokens_schedule is None and fresh:
-            num_assistant_tokens_schedule = DEFAULT_SCHEDULE
-        if assistant_confidence_threshold is None and fresh:
-            assistant_confidence_threshold = DEFAULT_CONFIDENCE_THRESHOLD
-        if num_assistant_tokens is not None:
-            if isinstance(num_assistant_tokens, bool) or not isinstance(num_assistant_tokens, int) or (
-                num_assistant_tokens < 1
-            ):
-                raise ValueError(f"`num_assistant_tokens` must be a positive integer, got {num_assistant_tokens!r}")
-            gc.num_assistant_tokens = num_assistant_tokens
-        if num_assistant_tokens_schedule is not None:
-            if num_assistant_tokens_schedule not in _SCHEDULES:
-                raise ValueError(
-                    f"`num_assistant_tokens_schedule` must be one of {_SCHEDULES}, "
-                    f"got {num_assistant_tokens_schedule!r}"
-                )
-            gc.num_assistant_tokens_schedule = num_assistant_tokens_schedule
-        if assistant_confidence_threshold is not None:
-            if not isinstance(assistant_confidence_threshold, (int, float)) or not (
-                0.0 <= assistant_confidence_threshold <= 1.0
-            ):
-                raise ValueError(
-                    "`assistant_confidence_threshold` must be a probability in [0, 1] (0 disables the "
-                    f"confidence stop), got {assistant_confidence_threshold!r}"
-                )
-            gc.assistant_confidence_threshold = float(assistant_confidence_threshold)
-        gc._sdfp_configured = True
+        given = {
+            "num_assistant_tokens": num_assistant_tokens,
+            "num_assistant_tokens_schedule": num_assistant_tokens_schedule,
+            "assistant_confidence_threshold": assistant_confidence_threshold,
+        }
+        # Validated by the mask's own checks; a bad value leaves the draft as it was.
+        self.sdfp_config = dataclasses.replace(
+            self.sdfp_config, **{k: v for k, v in given.items() if v is not None}
+        )
+        for name in _DRAFT_SETTINGS:
+            setattr(self.generation_config, name, getattr(self.sdfp_config, name))
+
+    def save_pretrained(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError(
+            "a draft holds no weights of its own: save its mask with `draft.sdfp_config.save_pretrained(dir)` "
+            "(or `push_to_hub`), and load it with `SDFPAssistant.from_pretrained(model, dir)`"
+        )
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         generation_config = kwargs.get("generation_config")

@@ -46,6 +46,11 @@ FORMAT_VERSION = 1
 
 GRANULARITIES = ("layer", "sublayer")
 NUM_ASSISTANT_TOKENS_SCHEDULES = ("constant", "heuristic", "heuristic_transient")
+# Draft settings used when neither the caller nor a mask gives them; chosen from measurements on the
+# real models (README, "Draft settings").
+DEFAULT_NUM_ASSISTANT_TOKENS = 6
+DEFAULT_NUM_ASSISTANT_TOKENS_SCHEDULE = "heuristic"
+DEFAULT_ASSISTANT_CONFIDENCE_THRESHOLD = 0.4
 
 REQUIRED_KEYS = frozenset(
     {
@@ -175,20 +180,20 @@ class SDFPConfig:
         },
     )
     num_assistant_tokens: int = field(
-        default=6,
+        default=DEFAULT_NUM_ASSISTANT_TOKENS,
         metadata={
             "help": "Recommended draft length: tokens drafted per round (the start value of an adaptive "
             "schedule)."
         },
     )
     num_assistant_tokens_schedule: str = field(
-        default="heuristic",
+        default=DEFAULT_NUM_ASSISTANT_TOKENS_SCHEDULE,
         metadata={
             "help": "How the draft length evolves: `'constant'`, `'heuristic'` or `'heuristic_transient'`."
         },
     )
     assistant_confidence_threshold: float = field(
-        default=0.4,
+        default=DEFAULT_ASSISTANT_CONFIDENCE_THRESHOLD,
         metadata={
             "help": "The draft stops proposing when its top probability falls below this value, in [0, 1]."
         },

@@ -235,8 +235,8 @@ def test_pipeline_gives_the_same_text(per_call):
         (dict(skip_layers=[1], skip_mlp=[1]), "both `skip_layers` and `skip_mlp`"),
         (dict(skip_layers=["1"]), "integer layer indices"),
         (dict(skip_layers=3), "list of layer indices"),
-        (dict(skip_layers=[1], num_assistant_tokens=0), "positive integer"),
-        (dict(skip_layers=[1], assistant_confidence_threshold=1.5), "probability in [0, 1]"),
+        (dict(skip_layers=[1], num_assistant_tokens=0), "num_assistant_tokens must be at least 1"),
+        (dict(skip_layers=[1], assistant_confidence_threshold=1.5), "must be in [0.0, 1.0]"),
         (dict(skip_layers=[1], num_assistant_tokens_schedule="fast"), "must be one of"),
     ],
 )
