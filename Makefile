@@ -1,0 +1,32 @@
+# Set-up and everyday commands. `make demo` and `make test` work on a fresh clone: they create the
+# virtual environment, install everything from this repo's own files, and fetch the real model.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch (a plain `pip install torch` may pull a multi-GB CUDA build).
+TORCH ?= torch==2.13.0
+DEMO_MODEL ?= smollm2-135m
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+# The main job end to end on a real model: install it (sha256-checked), build a draft, generate with it,
+# print the text, the acceptance figures and the speedup over plain generate.
+demo: install
+	$(PY) -m sdfp_hf.models install $(DEMO_MODEL)
+	$(PY) examples/quickstart.py
+
+# The test suite: unit tests on tiny random models, plus the real-model tests (marked slow).
+test: install
+	$(PY) -m sdfp_hf.models install $(DEMO_MODEL)
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
