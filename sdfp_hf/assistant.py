@@ -26,7 +26,7 @@ from transformers import PreTrainedModel
 
 from .architectures import ArchitectureSpec, UnsupportedModelError, get_architecture
 from .config import SDFPConfig
-from .generation import install_candidate_generator
+from .generation import DraftingOptions, install_candidate_generator
 
 __all__ = ["DraftStats", "SDFPAssistant", "SkipSet"]
 
@@ -138,19 +138,28 @@ class DraftStats:
     """Acceptance statistics of the last `generate` call that used this draft.
 
     `drafted_per_round[i]` tokens were proposed in verification round `i` and the target accepted
-    `accepted_per_round[i]` of them. Rounds in which nothing was drafted are not counted.
+    `accepted_per_round[i]` of them; `source_per_round[i]` says where they came from (`"draft"`: the
+    layer-skipping draft, `"lookup"`: prompt lookup). Rounds in which nothing was proposed are not counted.
     """
 
     drafted_per_round: list[int] = field(default_factory=list)
     accepted_per_round: list[int] = field(default_factory=list)
 
-    def record(self, drafted: int, accepted: int) -> None:
+    source_per_round: list[str] = field(default_factory=list)
+
+    def record(self, drafted: int, accepted: int, source: str = "draft") -> None:
         self.drafted_per_round.append(drafted)
         self.accepted_per_round.append(accepted)
+        self.source_per_round.append(source)
 
     def reset(self) -> None:
         self.drafted_per_round.clear()
         self.accepted_per_round.clear()
+        self.source_per_round.clear()
+
+    def rounds_from(self, source: str) -> int:
+        """Rounds whose candidates came from `source`: `"draft"` (the layer-skip draft) or `"lookup"`."""
+        return self.source_per_round.count(source)
 
     @property
     def rounds(self) -> int:
@@ -181,6 +190,8 @@ class DraftStats:
             "accepted": self.accepted,
             "acceptance_rate": self.acceptance_rate,
             "mean_accepted": self.mean_accepted,
+            "draft_rounds": self.rounds_from("draft"),
+            "lookup_rounds": self.rounds_from("lookup"),
         }
 
     def __str__(self) -> str:
@@ -241,6 +252,7 @@ class SDFPAssistant:
         num_assistant_tokens: int | None = None,
         num_assistant_tokens_schedule: str | None = None,
         assistant_confidence_threshold: float | None = None,
+        drafting: DraftingOptions | None = None,
     ) -> SDFPAssistant:
         """Build a draft of `model` that skips some decoder layers or sub-layers.
 
@@ -271,6 +283,10 @@ class SDFPAssistant:
             assistant_confidence_threshold (`float`, *optional*):
                 Stop drafting a round once the draft's probability of its token falls below this
                 (0 disables it). Defaults to the mask's recommendation, else 0.4.
+            drafting (`DraftingOptions`, *optional*):
+                How candidates are proposed: prompt lookup first, and a draft length adapted to measured
+                acceptance and cost (both on by default). `DraftingOptions(prompt_lookup=0, adaptive=False)`
+                drafts with the layer-skipping draft alone, with the length schedule above.
 
         Returns:
             The draft: an instance of `SDFPAssistant` and of `type(model)`, with the mask that
@@ -307,6 +323,7 @@ class SDFPAssistant:
             )
         draft = _build_draft(model, spec, skip)
         draft.sdfp_config = mask
+        draft.drafting = drafting if drafting is not None else DraftingOptions()
         draft.set_draft_settings(
             num_assistant_tokens=num_assistant_tokens,
             num_assistant_tokens_schedule=num_assistant_tokens_schedule,

@@ -20,7 +20,9 @@ a clear message if transformers changed underneath, rather than silently draftin
 from __future__ import annotations
 
 import inspect
+import time
 import types
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -33,7 +35,7 @@ from .cache import DraftCache
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["SDFPCandidateGenerator", "install_candidate_generator"]
+__all__ = ["DraftingOptions", "SDFPCandidateGenerator", "install_candidate_generator", "prompt_lookup"]
 
 #: transformers versions the generator is tested with (pinned in pyproject.toml as well).
 TESTED_TRANSFORMERS = ("5.24",)
@@ -109,13 +111,98 @@ def _get_candidate_generator(self: PreTrainedModel, **kwargs: Any) -> CandidateG
     )
 
 
+@dataclass
+class DraftingOptions:
+    """How `SDFPCandidateGenerator` proposes tokens (runtime options of a draft, not part of its mask).
+
+    Args:
+        prompt_lookup (`int`, defaults to 3):
+            Before drafting, look for the last `prompt_lookup` .. `lookup_min_ngram` tokens earlier in the
+            context and, on a match, propose what followed them (prompt lookup: free, no draft forward).
+            0 disables it.
+        lookup_min_ngram (`int`, defaults to 2): shortest n-gram that counts as a match.
+        lookup_tokens (`int`, defaults to 10): tokens proposed from a lookup match.
+        adaptive (`bool`, defaults to `True`):
+            Choose each round's draft length from the measured acceptance of the draft and the measured
+            time of a draft step against a verification step, drafting nothing when that does not pay
+            (with a one-token probe every `probe_every` rounds to notice when it pays again). Replaces
+            the draft length schedule.
+        probe_every (`int`, defaults to 32).
+    """
+
+    prompt_lookup: int = 3
+    lookup_min_ngram: int = 2
+    lookup_tokens: int = 10
+    adaptive: bool = True
+    probe_every: int = 32
+
+
 def _draw(probs: torch.Tensor) -> torch.LongTensor:
     """Sample one token per row from `probs` (the draft's q, which speculative sampling corrects)."""
     return torch.multinomial(probs, num_samples=1)
 
 
+def prompt_lookup(input_ids: torch.LongTensor, max_ngram: int, min_ngram: int, num_tokens: int) -> torch.LongTensor | None:
+    """The tokens that followed the most recent earlier occurrence of the sequence's last n-gram.
+
+    Tries n from `max_ngram` down to `min_ngram`; returns up to `num_tokens` tokens of shape `(1, n)`,
+    or None without a match.
+    """
+    sequence = input_ids[0]
+    length = sequence.shape[0]
+    for n in range(min(max_ngram, length - 1), min_ngram - 1, -1):
+        windows = sequence[: length - 1].unfold(0, n, 1)  # every earlier n-gram, the last one excluded
+        hits = (windows == sequence[length - n :]).all(dim=1).nonzero()
+        if hits.numel():
+            start = int(hits[-1]) + n
+            return sequence[start : start + num_tokens].unsqueeze(0)
+    return None
+
+
+class _AdaptiveLength:
+    """Picks the draft length that maximises expected tokens per unit of time, from online measurements.
+
+    With per-token acceptance a, a round drafting k tokens yields (1 - a^(k+1)) / (1 - a) tokens in
+    time T_verify + k * T_draft; k = 0 is plain decoding. a is estimated from recent rounds as
+    accepted / (accepted + rejections) (the geometric model's estimate, unbiased by early stops).
+    """
+
+    DECAY = 0.9
+
+    def __init__(self, max_length: int, probe_every: int):
+        self.max_length = max_length
+        self.probe_every = probe_every
+        self.accepted, self.rejected = 1.0, 1.0  # a weak prior of a = 0.5
+        self.draft_seconds: float | None = None
+        self.verify_seconds: float | None = None
+        self.rounds_since_draft = 0
+
+    def _mean(self, old: float | None, new: float) -> float:
+        return new if old is None else self.DECAY * old + (1 - self.DECAY) * new
+
+    def record_round(self, drafted: int, accepted: int, verify_seconds: float, draft_seconds: float) -> None:
+        self.verify_seconds = self._mean(self.verify_seconds, verify_seconds)
+        if drafted:
+            self.draft_seconds = self._mean(self.draft_seconds, draft_seconds / drafted)
+            self.accepted = self.DECAY * self.accepted + accepted
+            self.rejected = self.DECAY * self.rejected + (accepted < drafted)
+
+    def length(self) -> int:
+        if self.draft_seconds is None or self.verify_seconds is None:
+            return self.max_length
+        a = min(self.accepted / (self.accepted + self.rejected), 0.999)
+        best, best_rate = 0, 1.0 / self.verify_seconds
+        for k in range(1, self.max_length + 1):
+            rate = (1 - a ** (k + 1)) / (1 - a) / (self.verify_seconds + k * self.draft_seconds)
+            if rate > best_rate:
+                best, best_rate = k, rate
+        if best == 0 and self.rounds_since_draft >= self.probe_every:
+            return 1
+        return best
+
+
 class SDFPCandidateGenerator(AssistedCandidateGenerator):
-    """Drafts candidates with a layer-skipping `SDFPAssistant` that reads the target's KV cache.
+    """Proposes candidates by prompt lookup and a layer-skipping `SDFPAssistant` reading the target's KV cache.
 
     Same constructor as `AssistedCandidateGenerator`. `generate` passes it the target's
     `model_kwargs` every round (`requires_model_outputs`), which hold the target's cache.
@@ -129,8 +216,13 @@ class SDFPCandidateGenerator(AssistedCandidateGenerator):
         self.do_sample = bool(self.generation_config.do_sample)
         self.eos_token_ids = self.generation_config._eos_token_tensor
         self.layer_map = self.assistant_model.cache_layer_map
+        self.options: DraftingOptions = self.assistant_model.drafting
         self.stats = self.assistant_model.stats
         self.stats.reset()
+        self.adaptive = (
+            _AdaptiveLength(int(self.num_assistant_tokens), self.options.probe_every) if self.options.adaptive else None
+        )
+        self._round: tuple[str, float, float] | None = None  # (source, draft seconds, time candidates left)
 
     def get_candidates(
         self,
@@ -139,7 +231,7 @@ class SDFPCandidateGenerator(AssistedCandidateGenerator):
         is_first_iteration: bool = False,
         **kwargs: Any,
     ) -> tuple[torch.LongTensor, torch.FloatTensor | None]:
-        """Draft up to `num_assistant_tokens` tokens after `input_ids`.
+        """Propose up to `num_assistant_tokens` tokens after `input_ids` (more from a prompt-lookup match).
 
         Args:
             input_ids (`torch.LongTensor` of shape `(1, sequence_length)`): the verified sequence.
@@ -150,37 +242,55 @@ class SDFPCandidateGenerator(AssistedCandidateGenerator):
 
         Returns:
             `candidate_ids` of shape `(1, sequence_length + n)` and `candidate_logits` of shape
-            `(1, n, vocab_size)` (the draft's processed logits, used by speculative sampling), or
-            `(input_ids, None)` when nothing is drafted.
+            `(1, n, vocab_size)` (the draft's processed logits, used by speculative sampling) or None
+            (nothing drafted, or a prompt-lookup proposal, which carries no distribution).
         """
+        start = time.perf_counter()
+        candidates, logits, source = self._propose(input_ids, model_kwargs, is_first_iteration)
+        now = time.perf_counter()
+        self._round = (source, now - start, now)
+        return candidates, logits
+
+    def _propose(self, input_ids, model_kwargs, is_first_iteration):
         target_cache = None if model_kwargs is None else model_kwargs.get("cache")
         if is_first_iteration or target_cache is None:
-            return input_ids, None
-        _, max_new_tokens = self._calculate_new_tokens(input_ids)
-        if max_new_tokens <= 0:
-            return input_ids, None
+            return input_ids, None, "none"
+        budget = self.main_model_max_length - input_ids.shape[1] - 1
+        if budget <= 0:
+            return input_ids, None, "none"
+        if self.options.prompt_lookup:
+            found = prompt_lookup(
+                input_ids, self.options.prompt_lookup, self.options.lookup_min_ngram,
+                min(self.options.lookup_tokens, budget),
+            )
+            if found is not None and found.shape[1]:
+                return torch.cat([input_ids, found], dim=-1), None, "lookup"
+        length = self.adaptive.length() if self.adaptive else int(self.num_assistant_tokens)
+        length = min(length, budget)
+        if length <= 0:
+            return input_ids, None, "none"
+        candidates, logits = self._draft(input_ids, target_cache, model_kwargs.get("attention_mask"), length)
+        return candidates, logits, "draft"
+
+    def _draft(self, input_ids, target_cache, attention_mask, max_new_tokens):
         length = input_ids.shape[1]
         if target_cache.get_seq_length() != length - 1:
             raise RuntimeError(
                 f"the target's cache holds {target_cache.get_seq_length()} tokens, expected {length - 1}: "
                 "transformers' assisted decoding changed; use a tested version"
             )
-
         cache = DraftCache(target_cache, self.layer_map)
-        attention_mask = model_kwargs.get("attention_mask")
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None
         threshold = self.assistant_confidence_threshold
         tokens, logits = input_ids, []
         for step in range(max_new_tokens):
-            position = length - 1 + step
             step_kwargs = {}
             if attention_mask is not None:
-                ones = attention_mask.new_ones((1, step))
-                step_kwargs["attention_mask"] = torch.cat([attention_mask, ones], dim=-1)
+                step_kwargs["attention_mask"] = torch.cat([attention_mask, attention_mask.new_ones((1, step))], -1)
             out = self.assistant_model(
                 input_ids=tokens[:, -1:],
-                position_ids=torch.tensor([[position]], device=tokens.device),
+                position_ids=torch.tensor([[length - 1 + step]], device=tokens.device),
                 cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
@@ -200,9 +310,15 @@ class SDFPCandidateGenerator(AssistedCandidateGenerator):
         return tokens, torch.stack(logits, dim=1)
 
     def update_candidate_strategy(self, input_ids: torch.LongTensor, scores: torch.Tensor, num_matches: int):
-        """Record the round's statistics and adapt the draft length (rounds with no draft are ignored)."""
-        drafted = scores.shape[1] - 1
+        """Record the round's statistics and adapt the draft length."""
+        source, draft_seconds, left = self._round or ("none", 0.0, time.perf_counter())
+        verify_seconds = time.perf_counter() - left
+        drafted, accepted = scores.shape[1] - 1, int(num_matches)
+        if self.adaptive is not None and source != "lookup":
+            self.adaptive.rounds_since_draft = 0 if drafted else self.adaptive.rounds_since_draft + 1
+            self.adaptive.record_round(drafted, accepted, verify_seconds, draft_seconds)
         if drafted == 0:
             return
-        self.stats.record(drafted, int(num_matches))
-        super().update_candidate_strategy(input_ids, scores, num_matches)
+        self.stats.record(drafted, accepted, source)
+        if source == "draft" and self.adaptive is None:
+            super().update_candidate_strategy(input_ids, scores, num_matches)

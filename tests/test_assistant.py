@@ -11,6 +11,9 @@ from transformers import LlamaConfig, LlamaModel, pipeline
 
 from sdfp_hf import SDFPAssistant
 from sdfp_hf import generation as sdfp_generation
+from sdfp_hf.generation import DraftingOptions
+
+DRAFT_ONLY = DraftingOptions(prompt_lookup=0, adaptive=False)
 from sdfp_hf.architectures import UnsupportedModelError, get_architecture
 
 SKIPS = {
@@ -32,12 +35,13 @@ def arch_model(request):
     return request.param, tiny_model(request.param)
 
 
+@pytest.mark.parametrize("drafting", [DRAFT_ONLY, DraftingOptions()], ids=["draft-only", "default"])
 @pytest.mark.parametrize("skip", sorted(SKIPS))
-def test_greedy_equals_plain_greedy(arch_model, skip):
+def test_greedy_equals_plain_greedy(arch_model, skip, drafting):
     arch, model = arch_model
     ids = prompt(12)
     reference = greedy(model, ids)
-    draft = SDFPAssistant.from_target(model, **SKIPS[skip], assistant_confidence_threshold=0.0)
+    draft = SDFPAssistant.from_target(model, **SKIPS[skip], assistant_confidence_threshold=0.0, drafting=drafting)
     assert torch.equal(greedy(model, ids, assistant_model=draft), reference)
     assert draft.stats.rounds > 0 and draft.stats.drafted > 0
 
@@ -59,7 +63,7 @@ def test_oracle_draft_is_always_accepted(arch, skip):
     model = tiny_model(arch, seed=1)
     draft = SDFPAssistant.from_target(
         model, **SKIPS[skip], num_assistant_tokens=4, num_assistant_tokens_schedule="constant",
-        assistant_confidence_threshold=0.0,
+        assistant_confidence_threshold=0.0, drafting=DRAFT_ONLY,
     )
     _zero_skipped_branches(model, draft)
     ids = prompt(12, seed=1)
@@ -129,7 +133,7 @@ def test_draft_settings_are_on_the_drafts_generation_config():
     model = tiny_model("llama")
     draft = SDFPAssistant.from_target(
         model, skip_layers=[1], num_assistant_tokens=3, num_assistant_tokens_schedule="constant",
-        assistant_confidence_threshold=0.0,
+        assistant_confidence_threshold=0.0, drafting=DRAFT_ONLY,
     )
     ids = prompt(10)
     greedy(model, ids, assistant_model=draft)
@@ -184,10 +188,15 @@ def test_sampling_keeps_the_target_distribution(monkeypatch):
     torch.manual_seed(3)
     model = LlamaForCausalLM_tiny(vocab)
     draft = SDFPAssistant.from_target(model, skip_layers=[1, 2], num_assistant_tokens=3,
-                                      num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0)
+                                      num_assistant_tokens_schedule="constant", assistant_confidence_threshold=0.0,
+                                      drafting=DRAFT_ONLY)
     ids = torch.tensor([[3, 1, 4]])
     assert _sampled_continuations_p_value(model, draft, ids, steps, draws) > 1e-3
     assert draft.stats.drafted > 0
+    # The default path mixes prompt-lookup rounds (no q: transformers samples the target and compares)
+    # with draft rounds.
+    default = SDFPAssistant.from_target(model, skip_layers=[1, 2], assistant_confidence_threshold=0.0)
+    assert _sampled_continuations_p_value(model, default, ids, steps, draws) > 1e-3
 
     # Power check: a generator that drafts greedily while reporting its sampling distribution as q
     # breaks speculative sampling's correction; the same test must reject it.

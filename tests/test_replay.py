@@ -7,7 +7,10 @@ import torch
 from tiny_models import ARCHITECTURES, prompt, tiny_model
 
 from sdfp_hf import SDFPAssistant
+from sdfp_hf.generation import DraftingOptions
 from sdfp_hf.replay import replay_acceptance
+
+DRAFT_ONLY = DraftingOptions(prompt_lookup=0, adaptive=False)
 
 NEW_TOKENS = 32
 
@@ -17,7 +20,7 @@ def test_replay_matches_real_runs(arch):
     model = tiny_model(arch, seed=2)
     ids = prompt(10, seed=2)
     output = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False)
-    draft = SDFPAssistant.from_target(model, skip_layers=[1], skip_attention=[3], skip_mlp=[4])
+    draft = SDFPAssistant.from_target(model, skip_layers=[1], skip_attention=[3], skip_mlp=[4], drafting=DRAFT_ONLY)
     results = replay_acceptance(
         model, draft, ids, max_new_tokens=NEW_TOKENS, output_ids=output,
         num_assistant_tokens=(1, 4), thresholds=(0.0, 0.5), schedules=("constant", "heuristic"),

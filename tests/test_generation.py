@@ -1,0 +1,80 @@
+"""The candidate generator's parts: prompt lookup, the adaptive draft length, the transformers hook."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import prompt, tiny_model
+
+from sdfp_hf import SDFPAssistant
+from sdfp_hf import generation
+from sdfp_hf.generation import DraftingOptions, _AdaptiveLength, prompt_lookup
+
+
+def ids(*tokens):
+    return torch.tensor([tokens])
+
+
+def test_prompt_lookup_proposes_what_followed_the_last_ngram():
+    # "5 6" occurred twice before; the most recent occurrence is followed by 9 9 4.
+    sequence = ids(5, 6, 7, 8, 1, 5, 6, 9, 9, 4, 2, 5, 6)
+    assert prompt_lookup(sequence, 3, 2, 10).tolist() == [[9, 9, 4, 2, 5, 6]]
+    assert prompt_lookup(sequence, 3, 2, 2).tolist() == [[9, 9]]
+    # A longer n-gram wins over a more recent shorter one.
+    sequence = ids(1, 2, 3, 7, 9, 2, 3, 8, 1, 2, 3)
+    assert prompt_lookup(sequence, 3, 2, 1).tolist() == [[7]]
+    assert prompt_lookup(ids(1, 2, 3, 4, 5), 3, 2, 4) is None
+    assert prompt_lookup(ids(1, 2, 3, 1), 3, 2, 4) is None  # one-token matches are below min_ngram
+    assert prompt_lookup(ids(1, 2, 3, 1), 3, 1, 4).tolist() == [[2, 3, 1]]
+
+
+def test_adaptive_length_follows_acceptance_and_cost():
+    chooser = _AdaptiveLength(max_length=8, probe_every=4)
+    assert chooser.length() == 8  # nothing measured yet: the configured length
+    for _ in range(30):  # a cheap draft whose tokens are all accepted
+        chooser.record_round(drafted=4, accepted=4, verify_seconds=1.0, draft_seconds=4 * 0.1)
+    assert chooser.length() == 8
+    for _ in range(30):  # an expensive draft that is always rejected
+        chooser.record_round(drafted=2, accepted=0, verify_seconds=1.0, draft_seconds=2 * 0.8)
+    assert chooser.length() == 0
+    chooser.rounds_since_draft = 4
+    assert chooser.length() == 1  # a probe, to notice when drafting pays again
+    for _ in range(30):  # middling: a = 0.6 with a cost ratio of 0.3
+        chooser.record_round(drafted=5, accepted=3, verify_seconds=1.0, draft_seconds=5 * 0.3)
+    assert 1 <= chooser.length() <= 4
+
+
+def test_a_useless_draft_stops_being_used():
+    model = tiny_model("qwen2")
+    draft = SDFPAssistant.from_target(model, skip_layers=[1, 2, 3, 4], assistant_confidence_threshold=0.0,
+                                      drafting=DraftingOptions(prompt_lookup=0, probe_every=16))
+    out = model.generate(prompt(8), max_new_tokens=96, min_new_tokens=96, do_sample=False, assistant_model=draft)
+    assert torch.equal(out, model.generate(prompt(8), max_new_tokens=96, min_new_tokens=96, do_sample=False))
+    stats = draft.stats
+    assert stats.acceptance_rate < 0.3, stats
+    # After a few rounds it drafts only the periodic one-token probes.
+    assert stats.rounds <= 10 + 96 // 16, stats
+
+
+def test_lookup_rounds_are_counted_apart():
+    model = tiny_model("gemma2")  # the tiny gemma2 falls into a loop: prompt lookup finds it
+    draft = SDFPAssistant.from_target(model, skip_layers=[2])
+    model.generate(prompt(8), max_new_tokens=48, min_new_tokens=48, do_sample=False, assistant_model=draft)
+    assert draft.stats.rounds_from("lookup") > 0
+    assert draft.stats.rounds == draft.stats.rounds_from("lookup") + draft.stats.rounds_from("draft")
+
+
+def test_changed_transformers_fails_loudly(monkeypatch):
+    monkeypatch.setattr(generation, "_EXPECTED_HOOK_PARAMETERS", ("self", "something_else"))
+    with pytest.raises(RuntimeError, match=r"does not fit transformers .* Install a tested version"):
+        SDFPAssistant.from_target(tiny_model("llama"), skip_layers=[1])
+
+
+def test_other_assistants_and_plain_generate_are_unaffected():
+    model = tiny_model("llama")
+    SDFPAssistant.from_target(model, skip_layers=[1])
+    plain = model.generate(prompt(8), max_new_tokens=16, do_sample=False)
+    lookup = model.generate(prompt(8), max_new_tokens=16, do_sample=False, prompt_lookup_num_tokens=3)
+    other = tiny_model("llama", seed=5)
+    assisted = model.generate(prompt(8), max_new_tokens=16, do_sample=False, assistant_model=other)
+    assert torch.equal(plain, lookup) and torch.equal(plain, assisted)
