@@ -253,6 +253,7 @@ class SDFPAssistant:
         num_assistant_tokens_schedule: str | None = None,
         assistant_confidence_threshold: float | None = None,
         drafting: DraftingOptions | None = None,
+        draft_vocab: Iterable[int] | None = None,
     ) -> SDFPAssistant:
         """Build a draft of `model` that skips some decoder layers or sub-layers.
 
@@ -287,6 +288,10 @@ class SDFPAssistant:
                 How candidates are proposed: prompt lookup first, and a draft length adapted to measured
                 acceptance and cost (both on by default). `DraftingOptions(prompt_lookup=0, adaptive=False)`
                 drafts with the layer-skipping draft alone, with the length schedule above.
+            draft_vocab (`list[int]`, *optional*):
+                Token ids the draft may propose: it scores only these (a smaller output head, cheaper per
+                step); the target still verifies over the full vocabulary, so output does not change.
+                Defaults to the mask's `draft_vocab`, else the full vocabulary.
 
         Returns:
             The draft: an instance of `SDFPAssistant` and of `type(model)`, with the mask that
@@ -321,6 +326,8 @@ class SDFPAssistant:
                 "choosing the layers to skip automatically (FIT profiling) is not available yet: "
                 "pass `skip_layers=[...]` (or `skip_attention` / `skip_mlp`)"
             )
+        if draft_vocab is not None:
+            mask = dataclasses.replace(mask, draft_vocab=list(draft_vocab))
         draft = _build_draft(model, spec, skip)
         draft.sdfp_config = mask
         draft.drafting = drafting if drafting is not None else DraftingOptions()
@@ -378,6 +385,51 @@ class SDFPAssistant:
         """For each draft layer, the target layer whose KV cache it reads (`None`: attention skipped)."""
         skipped = set(self.skip.attention)
         return [None if i in skipped else i for i in self.skip.kept_layers]
+
+    def draft_logits(
+        self,
+        input_ids: torch.LongTensor,
+        position_ids: torch.LongTensor,
+        cache: Any,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One drafting step: the draft's next-token logits over the full vocabulary, in float32.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(1, n)`): tokens to feed (usually one).
+            position_ids (`torch.LongTensor` of shape `(1, n)`): their positions.
+            cache (`Cache`): the draft's cache, extended in place.
+            attention_mask (`torch.Tensor` of shape `(1, past + n)`, *optional*): padding mask, if any.
+
+        Returns:
+            `torch.FloatTensor` of shape `(1, vocab_size)`: the logits after the last token. With a
+            reduced draft vocabulary only its tokens are scored; the others are `-inf` (probability 0).
+        """
+        hidden = self.base_model(
+            input_ids=input_ids, position_ids=position_ids, cache=cache, use_cache=True, attention_mask=attention_mask
+        )
+        weight, bias, ids = self._output_head()
+        logits = torch.nn.functional.linear(hidden.last_hidden_state[:, -1], weight, bias).float()
+        softcap = getattr(self.config.get_text_config(), "final_logit_softcapping", None)
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        if ids is None:
+            return logits
+        full = logits.new_full((1, self.get_output_embeddings().weight.shape[0]), float("-inf"))
+        return full.index_copy_(1, ids, logits)
+
+    def _output_head(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.LongTensor | None]:
+        head = self.get_output_embeddings()
+        if self.sdfp_config.draft_vocab is None:
+            return head.weight, head.bias, None
+        cached = self.__dict__.get("_sdfp_head")
+        if cached is None or cached[0].dtype != head.weight.dtype or cached[0].device != head.weight.device:
+            # A copy of the kept rows (not a view): a contiguous matrix is what makes the step cheaper.
+            ids = torch.tensor(self.sdfp_config.draft_vocab, device=head.weight.device)
+            bias = None if head.bias is None else head.bias.detach()[ids]
+            cached = (head.weight.detach()[ids].contiguous(), bias, ids)
+            self.__dict__["_sdfp_head"] = cached
+        return cached
 
     def set_draft_settings(
         self,

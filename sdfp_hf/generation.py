@@ -285,18 +285,12 @@ class SDFPCandidateGenerator(AssistedCandidateGenerator):
         threshold = self.assistant_confidence_threshold
         tokens, logits = input_ids, []
         for step in range(max_new_tokens):
-            step_kwargs = {}
+            mask = None
             if attention_mask is not None:
-                step_kwargs["attention_mask"] = torch.cat([attention_mask, attention_mask.new_ones((1, step))], -1)
-            out = self.assistant_model(
-                input_ids=tokens[:, -1:],
-                position_ids=torch.tensor([[length - 1 + step]], device=tokens.device),
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-                **step_kwargs,
+                mask = torch.cat([attention_mask, attention_mask.new_ones((1, step))], dim=-1)
+            scores = self.assistant_model.draft_logits(
+                tokens[:, -1:], torch.tensor([[length - 1 + step]], device=tokens.device), cache, mask
             )
-            scores = out.logits[:, -1, :].float()
             for processor in self.logits_processor:
                 scores = processor(tokens, scores)
             probs = scores.softmax(dim=-1)

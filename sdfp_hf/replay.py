@@ -95,13 +95,9 @@ class _Chain:
 
     def extend_to(self, length: int) -> None:
         while len(self.tokens) < length:
-            logits = self.draft(
-                input_ids=self.next_input,
-                position_ids=torch.tensor([[self.position]], device=self.next_input.device),
-                cache=self.cache,
-                use_cache=True,
-                logits_to_keep=1,
-            ).logits[:, -1, :].float()
+            logits = self.draft.draft_logits(
+                self.next_input, torch.tensor([[self.position]], device=self.next_input.device), self.cache
+            )
             probs = logits.softmax(-1)
             token = logits.argmax(-1, keepdim=True)
             self.tokens.append(int(token))

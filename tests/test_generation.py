@@ -78,3 +78,44 @@ def test_other_assistants_and_plain_generate_are_unaffected():
     other = tiny_model("llama", seed=5)
     assisted = model.generate(prompt(8), max_new_tokens=16, do_sample=False, assistant_model=other)
     assert torch.equal(plain, lookup) and torch.equal(plain, assisted)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma2", "gpt2"])
+def test_a_reduced_draft_vocabulary_is_lossless_and_respected(arch, monkeypatch):
+    model = tiny_model(arch)
+    vocab = list(range(3, 60))
+    draft = SDFPAssistant.from_target(model, skip_layers=[2], draft_vocab=vocab, assistant_confidence_threshold=0.0,
+                                      drafting=DraftingOptions(prompt_lookup=0, adaptive=False))
+    proposed = []
+    real_draft = generation.SDFPCandidateGenerator._draft
+
+    def spy(self, input_ids, *args):
+        tokens, logits = real_draft(self, input_ids, *args)
+        proposed.extend(tokens[0, input_ids.shape[1]:].tolist())
+        return tokens, logits
+
+    monkeypatch.setattr(generation.SDFPCandidateGenerator, "_draft", spy)
+    ids = prompt(10)
+    out = model.generate(ids, max_new_tokens=32, do_sample=False, assistant_model=draft)
+    assert torch.equal(out, model.generate(ids, max_new_tokens=32, do_sample=False))
+    assert proposed and set(proposed) <= set(vocab)
+    assert draft.sdfp_config.draft_vocab == vocab
+    full = SDFPAssistant.from_target(model, skip_layers=[2])
+    from transformers import DynamicCache
+
+    position = torch.arange(10)[None]
+    reduced_logits = draft.draft_logits(ids, position, DynamicCache(config=draft.config))
+    full_logits = full.draft_logits(ids, position, DynamicCache(config=full.config))
+    assert torch.allclose(reduced_logits[0, vocab], full_logits[0, vocab], atol=1e-5)
+    assert torch.isinf(reduced_logits[0, 60:]).all()
+
+
+def test_padded_prompt_is_lossless():
+    model = tiny_model("qwen2")
+    draft = SDFPAssistant.from_target(model, skip_layers=[3], drafting=DraftingOptions(prompt_lookup=0, adaptive=False))
+    ids = torch.cat([torch.full((1, 3), 2), prompt(9)], dim=1)
+    mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 9, dtype=torch.long)], dim=1)
+    plain = model.generate(ids, attention_mask=mask, max_new_tokens=24, do_sample=False)
+    assisted = model.generate(ids, attention_mask=mask, max_new_tokens=24, do_sample=False, assistant_model=draft)
+    assert torch.equal(plain, assisted)
+    assert draft.stats.drafted > 0

@@ -11,6 +11,10 @@ from tiny_models import prompt, tiny_model
 
 from sdfp_hf import SDFPAssistant
 from sdfp_hf.config import SDFPConfigError
+from sdfp_hf.generation import DraftingOptions
+
+# Statistics are compared between runs: draft alone, so no timing-adaptive choice enters.
+DRAFT_ONLY = DraftingOptions(prompt_lookup=0, adaptive=False)
 
 NEW_TOKENS = 24
 
@@ -39,10 +43,10 @@ def test_mask_describes_the_draft():
 def test_folder_round_trip(tmp_path):
     model = tiny_model("llama")
     draft = SDFPAssistant.from_target(model, skip_layers=[2], skip_mlp=[4], num_assistant_tokens=2,
-                                      num_assistant_tokens_schedule="constant")
+                                      num_assistant_tokens_schedule="constant", drafting=DRAFT_ONLY)
     expected = generate(model, draft)
     draft.sdfp_config.save_pretrained(tmp_path)
-    loaded = SDFPAssistant.from_pretrained(model, tmp_path)
+    loaded = SDFPAssistant.from_pretrained(model, tmp_path, drafting=DRAFT_ONLY)
     assert loaded.skip == draft.skip and loaded is not draft
     assert loaded.generation_config.num_assistant_tokens == 2
     assert torch.equal(generate(model, loaded), expected)
@@ -55,7 +59,8 @@ def test_folder_round_trip(tmp_path):
 
 def test_push_then_load_in_a_fresh_process(hub_server):
     model = tiny_model("gemma3")
-    draft = SDFPAssistant.from_target(model, skip_layers=[1, 4], assistant_confidence_threshold=0.0)
+    draft = SDFPAssistant.from_target(model, skip_layers=[1, 4], assistant_confidence_threshold=0.0,
+                                      drafting=DRAFT_ONLY)
     expected = generate(model, draft)[0].tolist()
     repo = unique("tiny-gemma3-mask")
     url = draft.sdfp_config.push_to_hub(repo, token=WRITE)
@@ -66,8 +71,9 @@ def test_push_then_load_in_a_fresh_process(hub_server):
         sys.path.insert(0, "tests")
         from tiny_models import prompt, tiny_model
         from sdfp_hf import SDFPAssistant
+        from sdfp_hf.generation import DraftingOptions
         model = tiny_model("gemma3")
-        draft = SDFPAssistant.from_pretrained(model, "{repo}")
+        draft = SDFPAssistant.from_pretrained(model, "{repo}", drafting=DraftingOptions(prompt_lookup=0, adaptive=False))
         out = model.generate(prompt(10), max_new_tokens={NEW_TOKENS}, do_sample=False, assistant_model=draft)
         print(json.dumps({{"skip": [list(draft.skip.attention), list(draft.skip.mlp)], "tokens": out[0].tolist(),
                           "rounds": draft.stats.rounds}}))
