@@ -1,0 +1,691 @@
+"""Layer sensitivity scores: Fisher information (FIT) and the other scorers, behind one interface.
+
+`score_layers(model, calibration, method=...)` returns a [`LayerScores`]: one score per decoder layer for
+its attention branch, its MLP branch and the whole layer. Lower means "safer to skip".
+
+Methods (`SCORING_METHODS`):
+
+- ``"fit"``: the paper's FIT, ``S = sum over the branch's parameters of E[g^2] * theta^2`` with `g` the
+  gradient of the next-token cross-entropy on the calibration tokens (the empirical Fisher: labels are
+  the data's next tokens). `E` is over backward passes (one per `batch_size` sequences).
+- ``"fit_sampled"``: the same with labels drawn from the model's own next-token distribution (the true
+  Fisher: the sensitivity of the output distribution, which is what the draft must preserve).
+- ``"fit_argmax"``: the same with the model's argmax as the label.
+- ``"fit_trace"``: the trace form ``Tr(F) * E[theta^2]`` (sum of squared gradients times the mean squared
+  weight of the branch), data labels.
+- ``"fisher_gate"``: activation side. Put a gate `a` on each residual branch, ``h + a * f(h)``; removing
+  the branch moves `a` from 1 to 0, and the Fisher information of `a` at 1,
+  ``E_y[(d log p(y) / d a)^2]`` with ``d log p / d a = <dL/dh, f(h)>`` (the gradient of the loss with
+  respect to the residual stream after the branch, dotted with what the branch adds), is the curvature of
+  KL(target || target without the branch): the second-order estimate of how much skipping the branch
+  moves the output distribution. Labels are sampled (true Fisher). It is computed per position
+  (a per-position gate) and, with ``local=True`` (the default), only through the position itself: the
+  draft reads the target's exact keys and values for the prefix, so skipping a branch changes the
+  draft's own position only, and that is what is measured (earlier positions' keys and values are
+  detached). One backward pass gives every branch's score; the layer score gates both branches together.
+- ``"block_influence"``: ShortGPT's block influence, ``1 - cos(input, output)`` of the layer or branch,
+  averaged over tokens (forward only).
+- ``"random"``, ``"last"``, ``"evenly_spaced"``: data-free baselines expressed as scores (seeded
+  uniform scores; the last layers lowest, i.e. early exit; a low-discrepancy order so that any number of
+  lowest scores is spread evenly over the depth).
+
+Memory: parameter-space methods never hold a gradient copy: each parameter's squared gradient is folded
+into its branch's running sum by a post-accumulate hook as soon as backward produces it, and the gradient
+is freed there. Only the decoder layers' parameters require grad while profiling; every `requires_grad`
+flag, every existing `.grad` and the train/eval mode are restored afterwards, and the weights are never
+written. Works in any dtype; accumulation is in float32.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from .architectures import get_architecture
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from .calibration import CalibrationData
+
+__all__ = [
+    "DEFAULT_SCORING_METHOD",
+    "LABELS",
+    "LayerScores",
+    "SCORING_METHODS",
+    "score_layers",
+]
+
+logger = logging.getLogger(__name__)
+
+_PARAM_METHODS = {"fit": "data", "fit_sampled": "sampled", "fit_argmax": "argmax", "fit_trace": "data"}
+_DATA_FREE_METHODS = ("random", "last", "evenly_spaced")
+SCORING_METHODS = (*_PARAM_METHODS, "fisher_gate", "block_influence", *_DATA_FREE_METHODS)
+"""Every scoring method `score_layers` knows."""
+
+LABELS = ("data", "sampled", "argmax")
+"""Label choices of the Fisher methods: the data's next token, a sample of the model, its argmax."""
+
+DEFAULT_SCORING_METHOD = "fisher_gate"
+"""The method `profile` uses by default; chosen by measured draft acceptance (see README, "Profiling")."""
+
+KINDS = ("attention", "mlp")
+
+
+@dataclass
+class LayerScores:
+    """Per-layer sensitivity scores of one model by one method; lower is safer to skip.
+
+    Args:
+        method (`str`): the scoring method (one of `SCORING_METHODS`).
+        attention (`list[float]`): one score per decoder layer for its attention branch.
+        mlp (`list[float]`): one score per decoder layer for its MLP branch.
+        layer (`list[float]`): one score per decoder layer for the whole layer.
+        seconds (`float`): time taken to score.
+        num_tokens (`int`): calibration positions seen.
+        peak_memory_bytes (`int`, *optional*): peak resident memory of the process (CPU) or peak
+            allocated accelerator memory during scoring, when known.
+        details (`dict`): method settings (labels, batch size, ...).
+    """
+
+    method: str
+    attention: list[float]
+    mlp: list[float]
+    layer: list[float]
+    seconds: float = 0.0
+    num_tokens: int = 0
+    peak_memory_bytes: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layer)
+
+    def of(self, kind: str) -> list[float]:
+        """Scores of `kind`: ``"layer"``, ``"attention"`` or ``"mlp"``."""
+        if kind not in ("layer", "attention", "mlp"):
+            raise ValueError(f"score kind must be 'layer', 'attention' or 'mlp', got {kind!r}")
+        return getattr(self, kind)
+
+    def as_dict(self) -> dict[str, list[float]]:
+        """The scores as `SDFPConfig.scores` holds them: ``{"layer": [...], "attention": [...], "mlp": [...]}``."""
+        return {"layer": list(self.layer), "attention": list(self.attention), "mlp": list(self.mlp)}
+
+    def summary(self) -> str:
+        mem = f", peak memory {self.peak_memory_bytes / 2**20:.0f} MiB" if self.peak_memory_bytes else ""
+        return (
+            f"scored {self.num_layers} layers by {self.method!r} in {self.seconds:.1f}s "
+            f"on {self.num_tokens} tokens{mem}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    # ru_maxrss is in KiB on Linux (bytes on macOS)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if peak > 1 << 32 else peak * 1024)
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="batch", disable=not enabled, leave=False)
+
+
+class _PrefixLayer:
+    """A cache layer that makes attention see ``cat([prefix, own])`` keys and values.
+
+    With `prefix` given (the target's keys and values of a whole sequence), a draft's queries can attend
+    to the target's exact prefix and to their own entries; with `prefix=None`, the prefix is the layer's
+    own keys and values, detached, so that gradients reach a position's output only through the
+    position itself. The 4-D attention mask built by `_prefix_masks` says which columns each query sees.
+    """
+
+    is_compileable = False
+    is_croppable = False
+    is_sliding = False
+
+    def __init__(self, keys: torch.Tensor | None = None, values: torch.Tensor | None = None, record: bool = False):
+        self.prefix_keys, self.prefix_values = keys, values
+        self.record = record
+        self.keys = self.values = None
+        self.is_initialized = True
+
+    def lazy_initialization(self, key_states, value_states) -> None:
+        pass
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        pk = key_states.detach() if self.prefix_keys is None else self.prefix_keys
+        pv = value_states.detach() if self.prefix_values is None else self.prefix_values
+        if self.record:  # keep this layer's keys and values of the whole sequence (no sliding-window trim)
+            self.keys, self.values = key_states.detach(), value_states.detach()
+        return torch.cat([pk, key_states], dim=-2), torch.cat([pv, value_states], dim=-2)
+
+    def get_seq_length(self) -> int:
+        return 0
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return query_length, 0
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def offload(self) -> None: ...
+
+    def prefetch(self) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+def _prefix_cache(layers: Sequence[_PrefixLayer | None]):
+    from transformers.cache_utils import Cache, DummyLayer
+
+    class _PrefixCache(Cache):
+        def __init__(self):
+            super().__init__(layers=[DummyLayer() if layer is None else layer for layer in layers])
+
+    return _PrefixCache()
+
+
+def _prefix_masks(
+    config: Any,
+    query_positions: torch.Tensor,
+    window_starts: torch.Tensor,
+    prefix_valid: torch.Tensor,
+    dtype: torch.dtype,
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """4-D attention masks over ``cat([prefix, own])`` keys (see `_PrefixLayer`).
+
+    Query `i` of row `b` (at position ``query_positions[b, i]``) sees the prefix keys at positions below
+    ``window_starts[b, i]`` and its own row's keys from ``window_starts[b, i]`` up to its own position,
+    within the sliding window of sliding layers.
+
+    Args:
+        query_positions (`torch.LongTensor` of shape `(batch, queries)`): each row strictly increasing.
+        window_starts (`torch.LongTensor` of shape `(batch, queries)`): at most the query position.
+        prefix_valid (`torch.BoolTensor` of shape `(batch, prefix)`): which prefix positions hold real tokens.
+
+    Returns:
+        One mask of shape `(batch, 1, queries, prefix + queries)`, or a dict by layer type for models
+        with `config.layer_types`; boolean for SDPA, additive float of `dtype` for eager attention.
+    """
+    impl = getattr(config, "_attn_implementation", None) or "eager"
+    if impl not in ("sdpa", "eager"):
+        raise NotImplementedError(
+            f"scoring with exact draft context needs SDPA or eager attention, this model uses {impl!r}: load it "
+            "with `attn_implementation='sdpa'`"
+        )
+    prefix_len = prefix_valid.shape[1]
+    key_pos = torch.arange(prefix_len, device=query_positions.device)
+    q = query_positions[:, :, None]
+    start = window_starts[:, :, None]
+    prefix_ok = (key_pos[None, None, :] < start) & prefix_valid[:, None, :]
+    own = query_positions[:, None, :]
+    own_ok = (own >= start) & (own <= q)
+
+    def build(window: int | None) -> torch.Tensor:
+        p, o = prefix_ok, own_ok
+        if window is not None:
+            p = p & (key_pos[None, None, :] > q - window)
+            o = o & (own > q - window)
+        ok = torch.cat([p, o], dim=-1)[:, None]
+        if impl == "sdpa":
+            return ok
+        return torch.zeros(ok.shape, dtype=dtype, device=ok.device).masked_fill_(~ok, torch.finfo(dtype).min)
+
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        return {t: build(window if t == "sliding_attention" else None) for t in set(layer_types)}
+    return build(window)
+
+
+class _ResidualTaps:
+    """Forward hooks that expose, per decoder layer, the residual stream before the layer (`h_in`),
+    between its attention and MLP branches (`h_mid`) and after it (`h_out`).
+
+    What a branch adds to the residual stream is then ``h_mid - h_in`` (attention) and
+    ``h_out - h_mid`` (MLP), whatever norms the architecture puts around it. `h_mid` is the input of
+    the MLP branch's first norm, which every supported layout feeds with the residual stream.
+    """
+
+    def __init__(self, model: nn.Module, on_layer: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]):
+        spec = get_architecture(model)
+        self.handles = []
+        self.on_layer = on_layer
+        self.state: dict[int, dict[str, torch.Tensor]] = {}
+        for idx, layer in enumerate(spec.decoder_layers(model)):
+            mid_module = self._mid_module(spec, layer)
+            self.handles.append(layer.register_forward_pre_hook(self._pre(idx), with_kwargs=True))
+            self.handles.append(mid_module.register_forward_pre_hook(self._mid(idx)))
+            self.handles.append(layer.register_forward_hook(self._post(idx)))
+
+    @staticmethod
+    def _mid_module(spec, layer: nn.Module) -> nn.Module:
+        norms = spec.mlp_norms
+        if not norms or not hasattr(layer, norms[0]):
+            raise NotImplementedError(
+                f"{type(layer).__name__} has no norm before its MLP branch; its residual stream cannot be tapped"
+            )
+        return getattr(layer, norms[0])
+
+    def _pre(self, idx: int):
+        def hook(module, args, kwargs):
+            h = args[0] if args else kwargs["hidden_states"]
+            self.state[idx] = {"in": h}
+
+        return hook
+
+    def _mid(self, idx: int):
+        def hook(module, args):
+            self.state[idx]["mid"] = args[0]
+
+        return hook
+
+    def _post(self, idx: int):
+        def hook(module, args, output):
+            h_out = output[0] if isinstance(output, (tuple, list)) else output
+            s = self.state.pop(idx)
+            self.on_layer(idx, s["in"], s["mid"], h_out)
+
+        return hook
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+
+def _labels(
+    logits: torch.Tensor, input_ids: torch.Tensor, how: str, generator: torch.Generator
+) -> torch.Tensor:
+    """Labels for the prediction at every position: shape `(batch, length)`."""
+    if how == "data":
+        return torch.cat([input_ids[:, 1:], input_ids[:, -1:]], dim=1)
+    if how == "argmax":
+        return logits.argmax(dim=-1)
+    if how == "sampled":
+        probs = logits.float().softmax(dim=-1).flatten(0, 1)
+        # multinomial on a CPU generator: deterministic and independent of the global random state
+        return torch.multinomial(probs.cpu(), 1, generator=generator).view(logits.shape[:2]).to(logits.device)
+    raise ValueError(f"labels must be one of {LABELS}, got {how!r}")
+
+
+def _sum_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(logits[mask].float(), labels[mask], reduction="sum")
+
+
+# ---------------------------------------------------------------------------------------------- scorers
+
+
+def score_layers(
+    model: PreTrainedModel,
+    calibration: CalibrationData | None = None,
+    method: str = DEFAULT_SCORING_METHOD,
+    *,
+    labels: str | None = None,
+    batch_size: int | None = None,
+    num_label_samples: int = 1,
+    local: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+) -> LayerScores:
+    """Score every decoder layer, and its attention and MLP branches, of `model`.
+
+    Args:
+        model (`PreTrainedModel`): the target (a supported causal LM).
+        calibration (`CalibrationData`, *optional*): tokens to score on (see
+            [`sdfp_hf.calibration.build_calibration`]); not needed by ``"random"``, ``"last"`` and
+            ``"evenly_spaced"``.
+        method (`str`, *optional*, defaults to `DEFAULT_SCORING_METHOD`): one of `SCORING_METHODS`.
+        labels (`str`, *optional*): override the method's labels: ``"data"``, ``"sampled"`` or ``"argmax"``.
+        batch_size (`int`, *optional*): sequences per forward/backward pass. Parameter-space FIT squares
+            the gradient of each pass, so it defaults to 1 there (per-sequence gradients); 4 elsewhere.
+        num_label_samples (`int`, *optional*, defaults to 1): sampled label draws per forward pass.
+        local (`bool`, *optional*, defaults to `True`): for ``"fisher_gate"``, measure each position's
+            sensitivity through itself only (as the draft, which reads the target's prefix, sees it).
+        seed (`int`, *optional*, defaults to 0): seed of sampled labels and of ``"random"``.
+        progress (`bool`, *optional*, defaults to `True`): show a progress bar and log a summary.
+
+    Returns:
+        [`LayerScores`]
+    """
+    if method not in SCORING_METHODS:
+        raise ValueError(f"unknown scoring method {method!r}: choose one of {', '.join(SCORING_METHODS)}")
+    if labels is not None and labels not in LABELS:
+        raise ValueError(f"labels must be one of {LABELS}, got {labels!r}")
+    spec = get_architecture(model)
+    num_layers = len(spec.decoder_layers(model))
+    start = time.perf_counter()
+    if method in _DATA_FREE_METHODS:
+        scores = _data_free_scores(method, num_layers, seed)
+        scores.seconds = time.perf_counter() - start
+        return scores
+    if calibration is None:
+        raise ValueError(
+            f"method {method!r} needs calibration tokens: build them with "
+            "`sdfp_hf.calibration.build_calibration(model, ...)`"
+        )
+    device = model.get_input_embeddings().weight.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    was_training = model.training
+    model.eval()
+    try:
+        if method in _PARAM_METHODS:
+            scores = _param_fisher(
+                model, spec, calibration, method, labels or _PARAM_METHODS[method],
+                batch_size or 1, num_label_samples, seed, progress,
+            )
+        elif method == "fisher_gate":
+            scores = _gate_fisher(
+                model, calibration, labels or "sampled", batch_size or 4, num_label_samples, local, seed, progress
+            )
+        else:
+            scores = _block_influence(model, calibration, batch_size or 4, progress)
+    finally:
+        model.train(was_training)
+    scores.seconds = time.perf_counter() - start
+    scores.num_tokens = calibration.num_tokens
+    scores.peak_memory_bytes = _peak_memory(device)
+    for name, values in (("attention", scores.attention), ("mlp", scores.mlp), ("layer", scores.layer)):
+        if len(values) != num_layers or not all(math.isfinite(v) for v in values):
+            raise FloatingPointError(
+                f"{method!r} produced non-finite {name} scores {values}: profile in float32 (or bfloat16) rather "
+                "than float16, or check the calibration data"
+            )
+    if progress:
+        logger.info(scores.summary())
+    return scores
+
+
+def _data_free_scores(method: str, num_layers: int, seed: int) -> LayerScores:
+    if method == "random":
+        g = torch.Generator().manual_seed(seed)
+        attention, mlp = torch.rand(num_layers, generator=g).tolist(), torch.rand(num_layers, generator=g).tolist()
+        layer = torch.rand(num_layers, generator=g).tolist()
+    elif method == "last":
+        # lowest last: skipping the k lowest is an early exit after layer L - k
+        layer = [float(num_layers - i) for i in range(num_layers)]
+        attention, mlp = [v - 0.5 for v in layer], list(layer)
+    else:
+        order = _low_discrepancy_order(num_layers)
+        rank = {layer_idx: r for r, layer_idx in enumerate(order)}
+        layer = [float(rank[i]) for i in range(num_layers)]
+        attention, mlp = list(layer), [v + 0.5 for v in layer]
+    return LayerScores(method, attention, mlp, layer, details={"seed": seed} if method == "random" else {})
+
+
+def _low_discrepancy_order(n: int) -> list[int]:
+    """Layer indices in an order whose every prefix is spread evenly over ``range(n)`` (van der Corput)."""
+
+    def radical_inverse(i: int) -> float:
+        x, f = 0.0, 0.5
+        while i:
+            x += f * (i & 1)
+            i >>= 1
+            f /= 2
+        return x
+
+    order: list[int] = []
+    taken: set[int] = set()
+    i = 0
+    while len(order) < n:
+        # centre of the interval (x, x + 1/2^k): away from both ends of the stack
+        target = (radical_inverse(i) + 0.5 / (1 << max(i.bit_length(), 1))) * n
+        i += 1
+        best = min((j for j in range(n) if j not in taken), key=lambda j: (abs(j + 0.5 - target), j))
+        order.append(best)
+        taken.add(best)
+    return order
+
+
+def _branch_params(spec, model: nn.Module) -> dict[tuple[int, str], list[nn.Parameter]]:
+    out: dict[tuple[int, str], list[nn.Parameter]] = {}
+    seen: set[int] = set()
+    for idx, layer in enumerate(spec.decoder_layers(model)):
+        for kind in KINDS:
+            params = []
+            for module in spec.branch_modules(layer, kind):
+                for p in module.parameters():
+                    if id(p) not in seen:
+                        seen.add(id(p))
+                        params.append(p)
+            out[(idx, kind)] = params
+    return out
+
+
+def _param_fisher(
+    model: nn.Module,
+    spec,
+    calibration: CalibrationData,
+    method: str,
+    labels: str,
+    batch_size: int,
+    num_label_samples: int,
+    seed: int,
+    progress: bool,
+) -> LayerScores:
+    branches = _branch_params(spec, model)
+    num_layers = len(spec.decoder_layers(model))
+    trace = method == "fit_trace"
+    weighted = {key: torch.zeros((), dtype=torch.float64) for key in branches}  # sum g^2 theta^2
+    grad_sq = {key: torch.zeros((), dtype=torch.float64) for key in branches}  # sum g^2
+    theta_sq = {key: sum(float(p.detach().float().pow(2).sum()) for p in ps) for key, ps in branches.items()}
+    numel = {key: sum(p.numel() for p in ps) for key, ps in branches.items()}
+
+    all_params = list(model.parameters())
+    flags = [p.requires_grad for p in all_params]
+    old_grads = [p.grad for p in all_params]
+    handles = []
+
+    def make_hook(key):
+        def hook(p: torch.Tensor) -> None:
+            g2 = p.grad.detach().float().pow(2)
+            grad_sq[key] += float(g2.sum())
+            weighted[key] += float((g2 * p.detach().float().pow(2)).sum())
+            p.grad = None  # free it now: no second copy of the gradients ever exists
+
+        return hook
+
+    passes = 0
+    generator = torch.Generator().manual_seed(seed)
+    try:
+        for p in all_params:
+            p.requires_grad_(False)
+            p.grad = None
+        for key, ps in branches.items():
+            for p in ps:
+                p.requires_grad_(True)
+                handles.append(p.register_post_accumulate_grad_hook(make_hook(key)))
+        device = model.get_input_embeddings().weight.device
+        batches = calibration.batches(batch_size)
+        samples = num_label_samples if labels == "sampled" else 1
+        with _progress(len(batches) * samples, f"FIT ({method})", progress) as bar:
+            for batch in batches:
+                batch = batch.to(device)
+                logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+                for s in range(samples):
+                    with torch.no_grad():
+                        y = _labels(logits, batch.input_ids, labels, generator)
+                    loss = _sum_loss(logits, y, batch.loss_mask)
+                    loss.backward(retain_graph=s + 1 < samples)
+                    passes += 1
+                    bar.update(1)
+                del logits, loss
+    finally:
+        for h in handles:
+            h.remove()
+        for p, flag, g in zip(all_params, flags, old_grads):
+            p.requires_grad_(flag)
+            p.grad = g
+    attention, mlp = [], []
+    for idx in range(num_layers):
+        for kind, out in (("attention", attention), ("mlp", mlp)):
+            key = (idx, kind)
+            if trace:
+                value = float(grad_sq[key]) / passes * (theta_sq[key] / max(numel[key], 1))
+            else:
+                value = float(weighted[key]) / passes
+            out.append(value)
+    layer = [a + m for a, m in zip(attention, mlp)]
+    details = {"labels": labels, "batch_size": batch_size, "passes": passes}
+    if labels == "sampled":
+        details["num_label_samples"] = num_label_samples
+    return LayerScores(method, attention, mlp, layer, details=details)
+
+
+def _gate_fisher(
+    model: nn.Module,
+    calibration: CalibrationData,
+    labels: str,
+    batch_size: int,
+    num_label_samples: int,
+    local: bool,
+    seed: int,
+    progress: bool,
+) -> LayerScores:
+    spec = get_architecture(model)
+    num_layers = len(spec.decoder_layers(model))
+    fisher = torch.zeros(3, num_layers, dtype=torch.float64)  # attention, mlp, layer
+    contributions: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    grads: dict[int, dict[str, torch.Tensor]] = {}
+    mask_holder: dict[str, torch.Tensor] = {}
+
+    def finish_layer(idx: int) -> None:
+        g = grads.pop(idx)
+        if "attention" not in g or "mlp" not in g:
+            return
+        m = mask_holder["loss"]
+        ga, gm = g["attention"][m], g["mlp"][m]
+        fisher[0, idx] += float(ga.pow(2).sum())
+        fisher[1, idx] += float(gm.pow(2).sum())
+        fisher[2, idx] += float((ga + gm).pow(2).sum())
+
+    def on_layer(idx: int, h_in: torch.Tensor, h_mid: torch.Tensor, h_out: torch.Tensor) -> None:
+        if not torch.is_grad_enabled() or not h_out.requires_grad:
+            return
+        attn_add = (h_mid - h_in).detach().float()
+        mlp_add = (h_out - h_mid).detach().float()
+
+        def tap(kind: str, added: torch.Tensor):
+            def hook(grad: torch.Tensor) -> None:
+                # d loss / d gate at every position: <d loss / d residual, what the branch added>
+                grads.setdefault(idx, {})[kind] = (grad.float() * added).sum(dim=-1)
+                if len(grads[idx]) == 2:
+                    finish_layer(idx)
+
+            return hook
+
+        h_mid.register_hook(tap("attention", attn_add))
+        h_out.register_hook(tap("mlp", mlp_add))
+
+    embeddings = model.get_input_embeddings()
+    emb_handle = embeddings.register_forward_hook(lambda module, args, out: out.detach().requires_grad_(True))
+    taps = _ResidualTaps(model, on_layer)
+    all_params = list(model.parameters())
+    flags = [p.requires_grad for p in all_params]
+    generator = torch.Generator().manual_seed(seed)
+    device = embeddings.weight.device
+    batches = calibration.batches(batch_size)
+    samples = num_label_samples if labels == "sampled" else 1
+    passes = 0
+    try:
+        for p in all_params:
+            p.requires_grad_(False)
+        with _progress(len(batches) * samples, "Fisher (branch gates)", progress) as bar:
+            for batch in batches:
+                batch = batch.to(device)
+                mask_holder["loss"] = batch.attention_mask.bool()
+                logits = _forward(model, batch, local)
+                for s in range(samples):
+                    with torch.no_grad():
+                        y = _labels(logits, batch.input_ids, labels, generator)
+                    loss = _sum_loss(logits, y, batch.loss_mask)
+                    loss.backward(retain_graph=s + 1 < samples)
+                    passes += 1
+                    bar.update(1)
+                del logits, loss
+    finally:
+        emb_handle.remove()
+        taps.remove()
+        for p, flag in zip(all_params, flags):
+            p.requires_grad_(flag)
+    fisher /= max(calibration.num_tokens * samples, 1)
+    attention, mlp, layer = (fisher[i].tolist() for i in range(3))
+    details = {"labels": labels, "batch_size": batch_size, "local": local, "passes": passes}
+    if labels == "sampled":
+        details["num_label_samples"] = num_label_samples
+    return LayerScores("fisher_gate", attention, mlp, layer, details=details)
+
+
+def _forward(model: nn.Module, batch: CalibrationData, local: bool, record: list | None = None) -> torch.Tensor:
+    """Logits of `batch`; with `local`, every position sees the detached keys and values of its prefix.
+
+    With `record` (a list, local only), the `_PrefixLayer`s that hold each layer's keys and values of the
+    whole batch are appended to it.
+    """
+    if not local:
+        return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+    spec = get_architecture(model)
+    num_layers = len(spec.decoder_layers(model))
+    rows, length = batch.input_ids.shape
+    positions = torch.arange(length, device=batch.input_ids.device).expand(rows, length)
+    masks = _prefix_masks(
+        model.config, positions, positions, batch.attention_mask.bool(), model.get_input_embeddings().weight.dtype
+    )
+    layers = [_PrefixLayer(record=record is not None) for _ in range(num_layers)]
+    if record is not None:
+        record.extend(layers)
+    cache = _prefix_cache(layers)
+    return model(
+        input_ids=batch.input_ids, attention_mask=masks, position_ids=positions, cache=cache, use_cache=True
+    ).logits
+
+
+@torch.no_grad()
+def _block_influence(model: nn.Module, calibration: CalibrationData, batch_size: int, progress: bool) -> LayerScores:
+    spec = get_architecture(model)
+    num_layers = len(spec.decoder_layers(model))
+    totals = torch.zeros(3, num_layers, dtype=torch.float64)
+    holder: dict[str, torch.Tensor] = {}
+
+    def one_minus_cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return 1.0 - nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
+
+    def on_layer(idx: int, h_in: torch.Tensor, h_mid: torch.Tensor, h_out: torch.Tensor) -> None:
+        m = holder["mask"]
+        totals[0, idx] += float(one_minus_cos(h_in, h_mid)[m].sum())
+        totals[1, idx] += float(one_minus_cos(h_mid, h_out)[m].sum())
+        totals[2, idx] += float(one_minus_cos(h_in, h_out)[m].sum())
+
+    taps = _ResidualTaps(model, on_layer)
+    device = model.get_input_embeddings().weight.device
+    batches = calibration.batches(batch_size)
+    count = 0
+    try:
+        with _progress(len(batches), "block influence", progress) as bar:
+            for batch in batches:
+                batch = batch.to(device)
+                holder["mask"] = batch.attention_mask.bool()
+                count += int(holder["mask"].sum())
+                # the decoder stack only: the output head plays no part in block influence
+                model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+                bar.update(1)
+    finally:
+        taps.remove()
+    totals /= max(count, 1)
+    attention, mlp, layer = (totals[i].clamp_min(0).tolist() for i in range(3))
+    return LayerScores("block_influence", attention, mlp, layer, details={"batch_size": batch_size})
