@@ -777,6 +777,7 @@ def run_benchmark(
     prompts: Sequence[Prompt] | None = None,
     draft_models: dict[str, PreTrainedModel] | None = None,
     log: Callable[[str], None] = _log,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run every method of `config` on the prompts, interleaved, and return all measurements.
 
@@ -787,6 +788,8 @@ def run_benchmark(
         draft_models (`dict[str, PreTrainedModel]`, *optional*): already loaded draft models by name, for
             `draft_model` methods (default: loaded with `load_model`).
         log (`Callable[[str], None]`): progress lines (default: stderr).
+        checkpoint (`Callable[[dict], None]`, *optional*): called after every prompt with the result so far
+            (`"complete": False`), so that an interrupted run still leaves its measurements.
 
     Returns:
         `dict`: the result, JSON-serializable: settings, machine, versions, methods, prompts, every run
@@ -826,6 +829,51 @@ def run_benchmark(
         log(f"built {method.name} in {method.build_time_s:.2f}s" + (f" ({method.error})" if method.error else ""))
         methods.append(method)
 
+    encoded = [encode_prompt(tokenizer, p.text) for p in prompts]
+    runs: list[dict[str, Any]] = []
+
+    def assemble(complete: bool) -> dict[str, Any]:
+        done = [dict(r) for r in runs]
+        _mark_identity(done)
+        result = {
+            "schema": _RESULT_SCHEMA,
+            "complete": complete,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": config.command,
+            "config": config.to_dict(),
+            "threads": threads,
+            "machine": machine_info(),
+            "versions": versions(),
+            "model": {
+                "name": config.model,
+                "name_or_path": getattr(model, "name_or_path", None),
+                "model_type": model.config.model_type,
+                "num_layers": num_decoder_layers(model),
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+                "load_time_s": load_time,
+            },
+            "rss_after_load_bytes": rss_after_load,
+            "methods": [
+                {
+                    "name": m.name,
+                    "kind": m.spec.kind,
+                    "arg": m.spec.arg,
+                    "options": dict(m.spec.options),
+                    "build_time_s": m.build_time_s,
+                    "extra_weight_bytes": m.extra_weight_bytes,
+                    "info": m.info,
+                    "error": m.error,
+                }
+                for m in methods
+            ],
+            "prompts": [asdict(p) | {"prompt_tokens": int(ids.shape[1])} for p, ids in zip(prompts, encoded)],
+            "runs": done,
+            "process_peak_rss_bytes": process_peak_rss_bytes(),
+        }
+        result["summary"] = summarize(result)
+        return result
+
     recorder = RoundRecorder()
     with recorder:
         warm_ids = encode_prompt(tokenizer, WARMUP_PROMPT)
@@ -839,8 +887,6 @@ def run_benchmark(
                 log(f"{method.name}: {method.error}")
 
         active = [m for m in methods if not m.error]
-        runs: list[dict[str, Any]] = []
-        encoded = [encode_prompt(tokenizer, p.text) for p in prompts]
         step = 0
         for repeat in range(config.repeats):
             for index, (prompt, input_ids) in enumerate(zip(prompts, encoded)):
@@ -868,45 +914,10 @@ def run_benchmark(
                     line.append(f"{method.name} {run['time_s']:.2f}s")
                 log(f"[{repeat + 1}/{config.repeats} {index + 1}/{len(prompts)}] q{prompt.question_id} "
                     f"{prompt.category}: " + ", ".join(line))
+                if checkpoint is not None:
+                    checkpoint(assemble(complete=False))
 
-    _mark_identity(runs)
-    result = {
-        "schema": _RESULT_SCHEMA,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": config.command,
-        "config": config.to_dict(),
-        "threads": threads,
-        "machine": machine_info(),
-        "versions": versions(),
-        "model": {
-            "name": config.model,
-            "name_or_path": getattr(model, "name_or_path", None),
-            "model_type": model.config.model_type,
-            "num_layers": num_decoder_layers(model),
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-            "load_time_s": load_time,
-        },
-        "rss_after_load_bytes": rss_after_load,
-        "methods": [
-            {
-                "name": m.name,
-                "kind": m.spec.kind,
-                "arg": m.spec.arg,
-                "options": dict(m.spec.options),
-                "build_time_s": m.build_time_s,
-                "extra_weight_bytes": m.extra_weight_bytes,
-                "info": m.info,
-                "error": m.error,
-            }
-            for m in methods
-        ],
-        "prompts": [asdict(p) | {"prompt_tokens": int(ids.shape[1])} for p, ids in zip(prompts, encoded)],
-        "runs": runs,
-        "process_peak_rss_bytes": process_peak_rss_bytes(),
-    }
-    result["summary"] = summarize(result)
-    return result
+    return assemble(complete=True)
 
 
 def _mark_identity(runs: list[dict[str, Any]]) -> None:
@@ -1161,10 +1172,22 @@ def _compact_json(obj: Any) -> str:
     return number_list.sub(lambda m: "[" + re.sub(r"\s+", "", m.group(1)).replace(",", ", ") + "]", text)
 
 
-def default_stem(result: dict[str, Any]) -> str:
-    cfg = result["config"]
-    dtype = {"bfloat16": "bf16", "float32": "fp32", "float16": "fp16"}.get(result["model"]["dtype"], result["model"]["dtype"])
-    return f"{result['model']['name']}_{dtype}_{cfg['per_category']}x{cfg['max_new_tokens']}"
+def default_stem(config: BenchmarkConfig | dict[str, Any]) -> str:
+    """``MODEL_DTYPE_NxTOKENS``, e.g. ``smollm2-135m_bf16_3x128``, from a config (or a result's `"config"`)."""
+    cfg = config.to_dict() if isinstance(config, BenchmarkConfig) else config
+    dtype = {"bfloat16": "bf16", "float32": "fp32", "float16": "fp16"}.get(cfg["dtype"], cfg["dtype"])
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(str(cfg["model"])).name)
+    return f"{name}_{dtype}_{cfg['per_category']}x{cfg['max_new_tokens']}"
+
+
+def _stored(result: dict[str, Any]) -> dict[str, Any]:
+    """The result as written: runs identical to plain decoding without their (plain decoding's) tokens."""
+    stored = dict(result)
+    stored["runs"] = [
+        {k: v for k, v in r.items() if not (k == "tokens" and r["method"] != "plain" and r.get("identical"))}
+        for r in result["runs"]
+    ]
+    return stored
 
 
 def write_outputs(
@@ -1177,12 +1200,8 @@ def write_outputs(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = stem or default_stem(result)
-    stored = dict(result)
-    stored["runs"] = [
-        {k: v for k, v in r.items() if not (k == "tokens" and r["method"] != "plain" and r.get("identical"))}
-        for r in result["runs"]
-    ]
+    stem = stem or default_stem(result["config"])
+    stored = _stored(result)
     paths = {"json": out_dir / f"{stem}.json", "md": out_dir / f"{stem}.md"}
     paths["json"].write_text(_compact_json(stored) + "\n", encoding="utf-8")
     paths["md"].write_text(markdown_report(result), encoding="utf-8")
@@ -1274,8 +1293,16 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None, default_
         load_prompts(config.questions, per_category=config.per_category, categories=config.categories)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
-    result = run_benchmark(config)
-    paths = write_outputs(result, args.out_dir, stem=args.name, plot=not args.no_plot)
+    stem = args.name or default_stem(config)
+    partial = Path(args.out_dir) / f"{stem}.partial.json"
+
+    def checkpoint(result: dict[str, Any]) -> None:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(_compact_json(_stored(result)) + "\n", encoding="utf-8")
+
+    result = run_benchmark(config, checkpoint=checkpoint)
+    paths = write_outputs(result, args.out_dir, stem=stem, plot=not args.no_plot)
+    partial.unlink(missing_ok=True)
     print(markdown_report(result))
     for kind, path in paths.items():
         print(f"wrote {path}", file=sys.stderr)

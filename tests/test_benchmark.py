@@ -19,6 +19,7 @@ from sdfp_hf.benchmark import (
     cache_nbytes,
     config_from_args,
     default_methods,
+    default_stem,
     extra_weight_bytes,
     load_prompts,
     markdown_report,
@@ -298,9 +299,30 @@ def tiny_result():
         warmup_tokens=4,
         command="pytest",
     )
-    return run_benchmark(
+    partials = []
+    result = run_benchmark(
         config, model=model, tokenizer=tokenizer, prompts=prompts,
-        draft_models={"tiny-draft": tiny_model("llama", seed=5)}, log=lambda _: None,
+        draft_models={"tiny-draft": tiny_model("llama", seed=5)}, log=lambda _: None, checkpoint=partials.append,
+    )
+    result["_partials"] = partials
+    return result
+
+
+def test_checkpoints_after_every_prompt(tiny_result):
+    partials = tiny_result["_partials"]
+    n_methods = len(tiny_result["methods"])
+    assert [len(p["runs"]) for p in partials] == [n_methods * i for i in range(1, 5)]
+    assert all(p["complete"] is False for p in partials) and tiny_result["complete"] is True
+    assert partials[0]["summary"]["plain"]["all"]["prompts"] == 1
+    assert partials[-1]["runs"] == tiny_result["runs"]
+
+
+def test_default_stem():
+    assert default_stem(BenchmarkConfig(model="qwen2.5-coder-1.5b", dtype="bfloat16", per_category=5)) == (
+        "qwen2.5-coder-1.5b_bf16_5x128"
+    )
+    assert default_stem({"model": "/models/My Model", "dtype": "float32", "per_category": 3, "max_new_tokens": 64}) == (
+        "My-Model_fp32_3x64"
     )
 
 
@@ -342,6 +364,7 @@ def test_run_measures_memory_and_settings(tiny_result):
 
 
 def test_result_shape_and_files(tiny_result, tmp_path):
+    tiny_result = {k: v for k, v in tiny_result.items() if k != "_partials"}
     for key in ("command", "config", "threads", "machine", "versions", "model", "methods", "prompts", "runs", "summary"):
         assert key in tiny_result
     assert tiny_result["threads"] == 1
