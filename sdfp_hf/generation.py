@@ -121,12 +121,12 @@ class DraftingOptions:
             context and, on a match, propose what followed them (prompt lookup: free, no draft forward).
             0 disables it.
         lookup_min_ngram (`int`, defaults to 2): shortest n-gram that counts as a match.
-        lookup_tokens (`int`, defaults to 10): tokens proposed from a lookup match.
+        lookup_tokens (`int`, defaults to 10): most tokens proposed from a lookup match.
         adaptive (`bool`, defaults to `True`):
-            Choose each round's draft length from the measured acceptance of the draft and the measured
-            time of a draft step against a verification step, drafting nothing when that does not pay
-            (with a one-token probe every `probe_every` rounds to notice when it pays again). Replaces
-            the draft length schedule.
+            Choose each round's draft and lookup lengths from measured acceptance (of each source) and
+            measured times (a draft step, a verification step and what each extra verified token adds),
+            drafting nothing when that does not pay (with a one-token probe every `probe_every` rounds
+            to notice when it pays again). Replaces the draft length schedule.
         probe_every (`int`, defaults to 32).
     """
 
@@ -159,43 +159,90 @@ def prompt_lookup(input_ids: torch.LongTensor, max_ngram: int, min_ngram: int, n
     return None
 
 
-class _AdaptiveLength:
-    """Picks the draft length that maximises expected tokens per unit of time, from online measurements.
+class _Acceptance:
+    """Per-token acceptance a of one proposal source, from recent rounds.
 
-    With per-token acceptance a, a round drafting k tokens yields (1 - a^(k+1)) / (1 - a) tokens in
-    time T_verify + k * T_draft; k = 0 is plain decoding. a is estimated from recent rounds as
-    accepted / (accepted + rejections) (the geometric model's estimate, unbiased by early stops).
+    Estimated as accepted / (accepted + rejections): the geometric model's estimate, which stays
+    unbiased when rounds stop early (draft length, confidence, end of sequence).
+    """
+
+    def __init__(self, decay: float):
+        self.decay = decay
+        self.accepted, self.rejected = 1.0, 1.0  # a weak prior of a = 0.5
+
+    def record(self, proposed: int, accepted: int) -> None:
+        self.accepted = self.decay * self.accepted + accepted
+        self.rejected = self.decay * self.rejected + (accepted < proposed)
+
+    @property
+    def rate(self) -> float:
+        return min(self.accepted / (self.accepted + self.rejected), 0.999)
+
+    def expected_tokens(self, proposed: int) -> float:
+        """Tokens a round yields with `proposed` candidates: accepted ones plus the target's own."""
+        a = self.rate
+        return (1 - a ** (proposed + 1)) / (1 - a)
+
+
+class _RoundPlanner:
+    """Chooses how many tokens to propose each round, from measurements taken during generation.
+
+    A round proposing n tokens takes T_verify(n) = T0 + n * beta (beta is near 0 where verification is
+    memory-bound: GPUs, bf16 on CPUs; it is not in fp32 on CPUs) plus, for the draft, n * T_draft. It
+    yields `expected_tokens(n)`. Each round picks the n that maximises tokens per second; n = 0 is plain
+    decoding.
     """
 
     DECAY = 0.9
 
-    def __init__(self, max_length: int, probe_every: int):
-        self.max_length = max_length
-        self.probe_every = probe_every
-        self.accepted, self.rejected = 1.0, 1.0  # a weak prior of a = 0.5
-        self.draft_seconds: float | None = None
-        self.verify_seconds: float | None = None
+    def __init__(self, max_draft: int, max_lookup: int, probe_every: int):
+        self.max_draft, self.max_lookup, self.probe_every = max_draft, max_lookup, probe_every
+        self.draft = _Acceptance(self.DECAY)
+        self.lookup = _Acceptance(self.DECAY)
+        self.base_seconds: float | None = None  # T0: a verification of one token
+        self.per_token_seconds = 0.0  # beta
+        self.draft_seconds: float | None = None  # T_draft
         self.rounds_since_draft = 0
 
     def _mean(self, old: float | None, new: float) -> float:
         return new if old is None else self.DECAY * old + (1 - self.DECAY) * new
 
-    def record_round(self, drafted: int, accepted: int, verify_seconds: float, draft_seconds: float) -> None:
-        self.verify_seconds = self._mean(self.verify_seconds, verify_seconds)
-        if drafted:
-            self.draft_seconds = self._mean(self.draft_seconds, draft_seconds / drafted)
-            self.accepted = self.DECAY * self.accepted + accepted
-            self.rejected = self.DECAY * self.rejected + (accepted < drafted)
+    def record(self, source: str, proposed: int, accepted: int, verify_seconds: float, draft_seconds: float) -> None:
+        if source == "prefill":  # the target's pass over the prompt says nothing about a decoding step
+            return
+        if proposed == 0:
+            self.base_seconds = self._mean(self.base_seconds, verify_seconds)
+        elif self.base_seconds is not None:
+            extra = max(0.0, (verify_seconds - self.base_seconds) / proposed)
+            self.per_token_seconds = self._mean(self.per_token_seconds, extra)
+        if source == "lookup":
+            self.lookup.record(proposed, accepted)
+            return
+        self.rounds_since_draft = 0 if proposed else self.rounds_since_draft + 1
+        if proposed:
+            if self.base_seconds is None:  # no plain round yet: take this one as the base
+                self.base_seconds = verify_seconds
+            self.draft_seconds = self._mean(self.draft_seconds, draft_seconds / proposed)
+            self.draft.record(proposed, accepted)
 
-    def length(self) -> int:
-        if self.draft_seconds is None or self.verify_seconds is None:
-            return self.max_length
-        a = min(self.accepted / (self.accepted + self.rejected), 0.999)
-        best, best_rate = 0, 1.0 / self.verify_seconds
-        for k in range(1, self.max_length + 1):
-            rate = (1 - a ** (k + 1)) / (1 - a) / (self.verify_seconds + k * self.draft_seconds)
+    def _best(self, acceptance: _Acceptance, limit: int, step_seconds: float) -> int:
+        best, best_rate = 0, 1.0 / self.base_seconds
+        for n in range(1, limit + 1):
+            seconds = self.base_seconds + n * (self.per_token_seconds + step_seconds)
+            rate = acceptance.expected_tokens(n) / seconds
             if rate > best_rate:
-                best, best_rate = k, rate
+                best, best_rate = n, rate
+        return best
+
+    def lookup_length(self) -> int:
+        if self.base_seconds is None:
+            return self.max_lookup
+        return max(1, self._best(self.lookup, self.max_lookup, 0.0))
+
+    def draft_length(self) -> int:
+        if self.draft_seconds is None or self.base_seconds is None:
+            return self.max_draft
+        best = self._best(self.draft, self.max_draft, self.draft_seconds)
         if best == 0 and self.rounds_since_draft >= self.probe_every:
             return 1
         return best
@@ -219,8 +266,10 @@ class SDFPCandidateGenerator(AssistedCandidateGenerator):
         self.options: DraftingOptions = self.assistant_model.drafting
         self.stats = self.assistant_model.stats
         self.stats.reset()
-        self.adaptive = (
-            _AdaptiveLength(int(self.num_assistant_tokens), self.options.probe_every) if self.options.adaptive else None
+        self.planner = (
+            _RoundPlanner(int(self.num_assistant_tokens), self.options.lookup_tokens, self.options.probe_every)
+            if self.options.adaptive
+            else None
         )
         self._round: tuple[str, float, float] | None = None  # (source, draft seconds, time candidates left)
 
@@ -254,18 +303,18 @@ class SDFPCandidateGenerator(AssistedCandidateGenerator):
     def _propose(self, input_ids, model_kwargs, is_first_iteration):
         target_cache = None if model_kwargs is None else model_kwargs.get("cache")
         if is_first_iteration or target_cache is None:
-            return input_ids, None, "none"
+            return input_ids, None, "prefill"
         budget = self.main_model_max_length - input_ids.shape[1] - 1
         if budget <= 0:
             return input_ids, None, "none"
         if self.options.prompt_lookup:
+            lookup_length = self.planner.lookup_length() if self.planner else self.options.lookup_tokens
             found = prompt_lookup(
-                input_ids, self.options.prompt_lookup, self.options.lookup_min_ngram,
-                min(self.options.lookup_tokens, budget),
+                input_ids, self.options.prompt_lookup, self.options.lookup_min_ngram, min(lookup_length, budget)
             )
             if found is not None and found.shape[1]:
                 return torch.cat([input_ids, found], dim=-1), None, "lookup"
-        length = self.adaptive.length() if self.adaptive else int(self.num_assistant_tokens)
+        length = self.planner.draft_length() if self.planner else int(self.num_assistant_tokens)
         length = min(length, budget)
         if length <= 0:
             return input_ids, None, "none"
@@ -308,11 +357,10 @@ class SDFPCandidateGenerator(AssistedCandidateGenerator):
         source, draft_seconds, left = self._round or ("none", 0.0, time.perf_counter())
         verify_seconds = time.perf_counter() - left
         drafted, accepted = scores.shape[1] - 1, int(num_matches)
-        if self.adaptive is not None and source != "lookup":
-            self.adaptive.rounds_since_draft = 0 if drafted else self.adaptive.rounds_since_draft + 1
-            self.adaptive.record_round(drafted, accepted, verify_seconds, draft_seconds)
+        if self.planner is not None:
+            self.planner.record(source, drafted, accepted, verify_seconds, draft_seconds)
         if drafted == 0:
             return
         self.stats.record(drafted, accepted, source)
-        if source == "draft" and self.adaptive is None:
+        if source == "draft" and self.planner is None:
             super().update_candidate_strategy(input_ids, scores, num_matches)

@@ -8,7 +8,7 @@ from tiny_models import prompt, tiny_model
 
 from sdfp_hf import SDFPAssistant
 from sdfp_hf import generation
-from sdfp_hf.generation import DraftingOptions, _AdaptiveLength, prompt_lookup
+from sdfp_hf.generation import DraftingOptions, _RoundPlanner, prompt_lookup
 
 
 def ids(*tokens):
@@ -28,20 +28,32 @@ def test_prompt_lookup_proposes_what_followed_the_last_ngram():
     assert prompt_lookup(ids(1, 2, 3, 1), 3, 1, 4).tolist() == [[2, 3, 1]]
 
 
-def test_adaptive_length_follows_acceptance_and_cost():
-    chooser = _AdaptiveLength(max_length=8, probe_every=4)
-    assert chooser.length() == 8  # nothing measured yet: the configured length
+def test_planner_follows_acceptance_and_cost():
+    planner = _RoundPlanner(max_draft=8, max_lookup=10, probe_every=4)
+    assert (planner.draft_length(), planner.lookup_length()) == (8, 10)  # nothing measured yet
+    planner.record("none", 0, 0, verify_seconds=1.0, draft_seconds=0.0)
     for _ in range(30):  # a cheap draft whose tokens are all accepted
-        chooser.record_round(drafted=4, accepted=4, verify_seconds=1.0, draft_seconds=4 * 0.1)
-    assert chooser.length() == 8
+        planner.record("draft", 4, 4, verify_seconds=1.0, draft_seconds=4 * 0.1)
+    assert planner.draft_length() == 8
     for _ in range(30):  # an expensive draft that is always rejected
-        chooser.record_round(drafted=2, accepted=0, verify_seconds=1.0, draft_seconds=2 * 0.8)
-    assert chooser.length() == 0
-    chooser.rounds_since_draft = 4
-    assert chooser.length() == 1  # a probe, to notice when drafting pays again
+        planner.record("draft", 2, 0, verify_seconds=1.0, draft_seconds=2 * 0.8)
+    assert planner.draft_length() == 0
+    planner.rounds_since_draft = 4
+    assert planner.draft_length() == 1  # a probe, to notice when drafting pays again
     for _ in range(30):  # middling: a = 0.6 with a cost ratio of 0.3
-        chooser.record_round(drafted=5, accepted=3, verify_seconds=1.0, draft_seconds=5 * 0.3)
-    assert 1 <= chooser.length() <= 4
+        planner.record("draft", 5, 3, verify_seconds=1.0, draft_seconds=5 * 0.3)
+    assert 1 <= planner.draft_length() <= 4
+
+
+def test_planner_shortens_lookups_when_verification_width_costs():
+    free = _RoundPlanner(max_draft=4, max_lookup=10, probe_every=32)
+    costly = _RoundPlanner(max_draft=4, max_lookup=10, probe_every=32)
+    for planner, per_token in ((free, 0.0), (costly, 0.15)):
+        planner.record("none", 0, 0, verify_seconds=1.0, draft_seconds=0.0)
+        for _ in range(30):  # lookups of 10 tokens of which 1 is accepted
+            planner.record("lookup", 10, 1, verify_seconds=1.0 + 10 * per_token, draft_seconds=0.0)
+    assert free.lookup_length() == 10
+    assert 1 <= costly.lookup_length() <= 3
 
 
 def test_a_useless_draft_stops_being_used():
