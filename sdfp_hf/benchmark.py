@@ -714,11 +714,16 @@ class BenchmarkConfig:
     repeats: int = 1
     questions: str | None = None
     command: str | None = None
+    replay: bool = False
+    replay_tokens: tuple[int, ...] = (1, 2, 3, 4, 6, 8)
+    replay_thresholds: tuple[float, ...] = (0.0, 0.4)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["methods"] = [m.name for m in self.methods]
         d["categories"] = list(self.categories)
+        d["replay_tokens"] = list(self.replay_tokens)
+        d["replay_thresholds"] = list(self.replay_thresholds)
         return d
 
 
@@ -831,6 +836,7 @@ def run_benchmark(
 
     encoded = [encode_prompt(tokenizer, p.text) for p in prompts]
     runs: list[dict[str, Any]] = []
+    replayed: dict[str, Any] = {}
 
     def assemble(complete: bool) -> dict[str, Any]:
         done = [dict(r) for r in runs]
@@ -871,6 +877,8 @@ def run_benchmark(
             "runs": done,
             "process_peak_rss_bytes": process_peak_rss_bytes(),
         }
+        if replayed:
+            result["replay"] = replayed
         result["summary"] = summarize(result)
         return result
 
@@ -917,7 +925,58 @@ def run_benchmark(
                 if checkpoint is not None:
                     checkpoint(assemble(complete=False))
 
+    if config.replay:
+        for method in methods:
+            if method.spec.kind == "sdfp" and not method.error:
+                log(f"replaying {method.name}")
+                replayed[method.name] = replay_method(model, method.draft, prompts, encoded, runs, config)
     return assemble(complete=True)
+
+
+def replay_method(
+    model: PreTrainedModel,
+    draft: Any,
+    prompts: Sequence[Prompt],
+    encoded: Sequence[torch.LongTensor],
+    runs: Sequence[dict[str, Any]],
+    config: BenchmarkConfig,
+) -> dict[str, Any]:
+    """Exact acceptance of `draft` for every draft length and threshold, without timing (`sdfp_hf.replay`).
+
+    Replays greedy speculative decoding of the draft alone (no prompt lookup, constant draft length) over
+    each prompt and plain decoding's output for it, taken from `runs`. Exact in fp32; in bf16 the
+    target's single pass over the whole sequence rounds differently from its verification passes.
+    """
+    from .replay import replay_acceptance
+
+    plain = {r["question_id"]: r["tokens"] for r in runs if r["method"] == "plain" and r["repeat"] == 0}
+    totals: dict[tuple[int, float], dict[str, int]] = {}
+    start = time.perf_counter()
+    for prompt, ids in zip(prompts, encoded):
+        if prompt.question_id not in plain:
+            continue
+        output = torch.cat([ids, torch.tensor([plain[prompt.question_id]], dtype=ids.dtype)], dim=1)
+        results = replay_acceptance(
+            model, draft, ids, max_new_tokens=config.max_new_tokens, output_ids=output,
+            num_assistant_tokens=config.replay_tokens, thresholds=config.replay_thresholds, schedules=("constant",),
+        )
+        for r in results:
+            t = totals.setdefault((r.num_assistant_tokens, r.threshold), Counter())
+            t.update(
+                drafted=r.drafted, accepted=r.accepted, rounds=len(r.drafted_per_round),
+                target_forwards=r.target_forwards, draft_forwards=r.draft_forwards, new_tokens=r.new_tokens,
+            )
+    settings = []
+    for (tokens, threshold), t in totals.items():
+        settings.append({
+            "num_assistant_tokens": tokens,
+            "threshold": threshold,
+            **dict(t),
+            "acceptance_rate": t["accepted"] / t["drafted"] if t["drafted"] else 0.0,
+            "mean_accepted": t["accepted"] / t["rounds"] if t["rounds"] else 0.0,
+            "tokens_per_round": t["new_tokens"] / t["target_forwards"] if t["target_forwards"] else 0.0,
+        })
+    return {"seconds": time.perf_counter() - start, "schedule": "constant", "settings": settings}
 
 
 def _mark_identity(runs: list[dict[str, Any]]) -> None:
@@ -1124,6 +1183,21 @@ def markdown_report(result: dict[str, Any]) -> str:
                 f"{_fmt_bytes(f['spec_cache_peak_bytes'])} | {_fmt_bytes(f['peak_rss_bytes'])} |"
             )
     lines.append("")
+    if result.get("replay"):
+        lines += [
+            "Replayed acceptance (`sdfp_hf.replay`: the layer-skip draft alone, no prompt lookup, constant draft "
+            "length, over plain decoding's outputs; exact in fp32, approximate in bf16):",
+            "",
+            "| method | draft length | confidence stop | acceptance | accepted/round | tokens/round | replay time |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name, rep in result["replay"].items():
+            for st in rep["settings"]:
+                lines.append(
+                    f"| {name} | {st['num_assistant_tokens']} | {st['threshold']} | {st['acceptance_rate']:.0%} | "
+                    f"{st['mean_accepted']:.2f} | {st['tokens_per_round']:.2f} | {rep['seconds']:.1f} s |"
+                )
+        lines.append("")
     lines += ["Methods:", ""]
     for method in result["methods"]:
         info = ", ".join(f"{k}={v}" for k, v in (method.get("info") or {}).items())
@@ -1247,6 +1321,12 @@ def build_parser(prog: str | None = None, *, default_out_dir: str = "benchmark-r
     p.add_argument("--out-dir", default=default_out_dir, help="where results go (default: %(default)s)")
     p.add_argument("--name", default=None, help="file name stem (default: MODEL_DTYPE_NxTOKENS)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
+    p.add_argument(
+        "--replay", action="store_true",
+        help="also replay each sdfp draft's exact acceptance for every --replay-tokens x --replay-thresholds (no timing)",
+    )
+    p.add_argument("--replay-tokens", default="1,2,3,4,6,8", help="draft lengths to replay (default: %(default)s)")
+    p.add_argument("--replay-thresholds", default="0,0.4", help="confidence stops to replay (default: %(default)s)")
     return p
 
 
@@ -1279,6 +1359,9 @@ def config_from_args(args: argparse.Namespace, command: str | None = None) -> Be
         repeats=args.repeats,
         questions=args.questions,
         command=command,
+        replay=args.replay,
+        replay_tokens=tuple(int(x) for x in args.replay_tokens.split(",") if x.strip()),
+        replay_thresholds=tuple(float(x) for x in args.replay_thresholds.split(",") if x.strip()),
     )
 
 

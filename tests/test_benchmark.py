@@ -443,3 +443,29 @@ def test_replay_agrees_exactly_with_a_real_run_in_fp32(arch, tokens, schedule, t
         assert [a for _, a in real] == estimate.accepted_per_round
         assert len(run["drafted_per_round"]) == estimate.target_forwards
         assert run["new_tokens"] == estimate.new_tokens
+
+
+def test_harness_replay_matches_the_measured_draft_only_run():
+    model = tiny_model("qwen2")
+    config = BenchmarkConfig(
+        model="tiny", dtype="float32", per_category=1, categories=("qa", "rag"), max_new_tokens=24, threads=1,
+        warmup_tokens=2, replay=True, replay_tokens=(2, 3), replay_thresholds=(0.0, 0.4),
+        methods=[
+            MethodSpec("plain"),
+            MethodSpec.parse(
+                "sdfp",
+                f"evenly:0.34:num_assistant_tokens=3,num_assistant_tokens_schedule=constant,"
+                f"assistant_confidence_threshold=0.4,{DRAFT_ONLY}",
+            ),
+        ],
+    )
+    prompts = [Prompt(0, "qa", "qa", "the cat sat on the mat"), Prompt(1, "rag", "rag", "one two three four")]
+    result = run_benchmark(config, model=model, tokenizer=tiny_tokenizer(), prompts=prompts, log=lambda _: None)
+    name = result["methods"][1]["name"]
+    settings = {(s["num_assistant_tokens"], s["threshold"]): s for s in result["replay"][name]["settings"]}
+    assert set(settings) == {(2, 0.0), (2, 0.4), (3, 0.0), (3, 0.4)}
+    measured = result["summary"][name]["all"]
+    assert settings[(3, 0.4)]["drafted"] == measured["drafted"]
+    assert settings[(3, 0.4)]["accepted"] == measured["accepted"]
+    assert settings[(3, 0.4)]["acceptance_rate"] == measured["acceptance_rate"]
+    assert "Replayed acceptance" in markdown_report(result)
