@@ -157,11 +157,15 @@ def generate_continuations(
     max_new_tokens: int,
     *,
     temperature: float = DEFAULT_TEMPERATURE,
+    sampled_tokens: int | None = None,
     seed: int = 0,
     batch_size: int = 8,
     stop_at_eos: bool = True,
 ) -> list[torch.LongTensor]:
     """Let the target continue each prompt: sampled at `temperature`, or greedy when it is 0.
+
+    With `sampled_tokens`, the first that many new tokens are sampled at temperature 1 and the rest are
+    written at `temperature`: a diverse opening, then the model's own (e.g. greedy) continuation of it.
 
     Prompts are batched with left padding; the global random state is restored afterwards, and the
     same `seed` gives the same continuations.
@@ -171,6 +175,7 @@ def generate_continuations(
         prompts (`list[torch.LongTensor]`): 1-D token id tensors.
         max_new_tokens (`int`): tokens to write after each prompt (fewer when it ends at EOS).
         temperature (`float`, *optional*, defaults to 1.0): sampling temperature; 0 for greedy.
+        sampled_tokens (`int`, *optional*): sample this many opening tokens at temperature 1 first.
         seed (`int`, *optional*, defaults to 0): seed of the sampling.
         batch_size (`int`, *optional*, defaults to 8): prompts generated together.
         stop_at_eos (`bool`, *optional*, defaults to `True`): stop a sequence at its end-of-sequence token.
@@ -180,6 +185,23 @@ def generate_continuations(
     """
     if max_new_tokens < 1:
         return [p.clone() for p in prompts]
+    if sampled_tokens and temperature != 1.0:
+        opening = min(sampled_tokens, max_new_tokens)
+        opened = generate_continuations(
+            model, prompts, opening, temperature=1.0, seed=seed, batch_size=batch_size, stop_at_eos=stop_at_eos
+        )
+        eos = model.generation_config.eos_token_id
+        eos_ids = set() if eos is None or not stop_at_eos else ({eos} if isinstance(eos, int) else set(eos))
+        done = [len(o) < len(p) + opening or int(o[-1]) in eos_ids for o, p in zip(opened, prompts)]
+        todo = [i for i, d in enumerate(done) if not d]
+        rest = generate_continuations(
+            model, [opened[i] for i in todo], max_new_tokens - opening, temperature=temperature, seed=seed + 1,
+            batch_size=batch_size, stop_at_eos=stop_at_eos,
+        ) if todo and max_new_tokens > opening else [opened[i] for i in todo]
+        out = list(opened)
+        for i, r in zip(todo, rest):
+            out[i] = r
+        return out
     pad_id = _pad_token_id(model)
     device = model.get_input_embeddings().weight.device
     eos = model.generation_config.eos_token_id if stop_at_eos else None
@@ -242,6 +264,7 @@ def build_calibration(
     chat_template: bool | None = None,
     respond: bool | None = None,
     temperature: float = DEFAULT_TEMPERATURE,
+    sampled_tokens: int | None = None,
     text_column: str = "text",
     seed: int = 0,
 ) -> CalibrationData:
@@ -268,6 +291,9 @@ def build_calibration(
             score only its own tokens. Defaults to `True` with a chat template, `False` otherwise.
         temperature (`float`, *optional*, defaults to 1.0):
             Sampling temperature of the text the target writes (0 for greedy).
+        sampled_tokens (`int`, *optional*):
+            With a `temperature` other than 1, sample this many opening tokens of each text the target
+            writes at temperature 1 first, so that greedy (temperature 0) continuations still differ.
         text_column (`str`, *optional*, defaults to `"text"`):
             Column of a `datasets.Dataset` that holds the text.
         seed (`int`, *optional*, defaults to 0):
@@ -285,7 +311,9 @@ def build_calibration(
     pad_id = _pad_token_id(model)
 
     if source is None:
-        return _data_free(model, tokenizer, num_sequences, sequence_length, chat_template, temperature, seed)
+        return _data_free(
+            model, tokenizer, num_sequences, sequence_length, chat_template, temperature, sampled_tokens, seed
+        )
 
     kind = _source_kind(source)
     if kind == "tokens":
@@ -333,9 +361,11 @@ def build_calibration(
     if do_respond:
         rows = [r[: sequence_length - 1] for r in rows]
         prompt_lengths = [len(r) for r in rows]
-        rows = _respond(model, rows, sequence_length, temperature, seed)
+        rows = _respond(model, rows, sequence_length, temperature, sampled_tokens, seed)
         provenance["source"] += "+model_responses"
         provenance["temperature"] = float(temperature)
+        if sampled_tokens and temperature != 1.0:
+            provenance["sampled_tokens"] = int(sampled_tokens)
         score_prompt = False
     else:
         prompt_lengths = [0] * len(rows)
@@ -348,7 +378,12 @@ def build_calibration(
 
 
 def _respond(
-    model: PreTrainedModel, rows: list[torch.Tensor], sequence_length: int, temperature: float, seed: int
+    model: PreTrainedModel,
+    rows: list[torch.Tensor],
+    sequence_length: int,
+    temperature: float,
+    sampled_tokens: int | None,
+    seed: int,
 ) -> list[torch.Tensor]:
     # Group prompts by the room they leave, so each group generates as many tokens as its longest prompt allows.
     out: list[torch.Tensor | None] = [None] * len(rows)
@@ -357,7 +392,8 @@ def _respond(
         budget.setdefault(sequence_length - len(r), []).append(i)
     for new_tokens, idx in sorted(budget.items()):
         continued = generate_continuations(
-            model, [rows[i] for i in idx], new_tokens, temperature=temperature, seed=seed + new_tokens
+            model, [rows[i] for i in idx], new_tokens, temperature=temperature, sampled_tokens=sampled_tokens,
+            seed=seed + new_tokens,
         )
         for i, c in zip(idx, continued):
             out[i] = c
@@ -371,8 +407,14 @@ def _data_free(
     sequence_length: int,
     chat_template: bool | None,
     temperature: float,
+    sampled_tokens: int | None,
     seed: int,
 ) -> CalibrationData:
+    if temperature == 0 and not sampled_tokens:
+        raise ValueError(
+            "data-free calibration at temperature 0 would write the same text for every sequence: sample an "
+            "opening first (sampled_tokens=8) or use a temperature above 0"
+        )
     use_chat = _has_chat_template(tokenizer) if chat_template is None else bool(chat_template)
     if use_chat:
         if not _has_chat_template(tokenizer):
@@ -387,7 +429,8 @@ def _data_free(
     start = start[-(sequence_length - 1) :]
     prompts = [torch.tensor(start, dtype=torch.long)] * num_sequences
     rows = generate_continuations(
-        model, prompts, sequence_length - len(start), temperature=temperature, seed=seed, stop_at_eos=True
+        model, prompts, sequence_length - len(start), temperature=temperature, sampled_tokens=sampled_tokens,
+        seed=seed, stop_at_eos=True,
     )
     prompt_lengths = [len(start)] * num_sequences
     input_ids, attention_mask, loss_mask = _collate(rows, prompt_lengths, _pad_token_id(model), False)
@@ -400,6 +443,8 @@ def _data_free(
         "seed": seed,
         "temperature": float(temperature),
     }
+    if sampled_tokens and temperature != 1.0:
+        data.provenance["sampled_tokens"] = int(sampled_tokens)
     return data
 
 
