@@ -254,11 +254,14 @@ class SDFPAssistant:
         assistant_confidence_threshold: float | None = None,
         drafting: DraftingOptions | None = None,
         draft_vocab: Iterable[int] | None = None,
+        **profile_kwargs: Any,
     ) -> SDFPAssistant:
         """Build a draft of `model` that skips some decoder layers or sub-layers.
 
         The layers to skip come from exactly one of: explicit lists (`skip_layers`, `skip_attention`,
-        `skip_mlp`), a published mask (`mask`), or, with neither, profiling the model.
+        `skip_mlp`), a published mask (`mask`), or, with neither, profiling the model (Fisher
+        information scores on calibration data, then the skip ratio with the best predicted speedup;
+        see [`sdfp_hf.selection.profile`]).
 
         Args:
             model (`PreTrainedModel`):
@@ -292,6 +295,9 @@ class SDFPAssistant:
                 Token ids the draft may propose: it scores only these (a smaller output head, cheaper per
                 step); the target still verifies over the full vocabulary, so output does not change.
                 Defaults to the mask's `draft_vocab`, else the full vocabulary.
+            **profile_kwargs:
+                When profiling: arguments of [`sdfp_hf.selection.profile`] (`calibration`, `tokenizer`,
+                `method`, `skip_ratio`, `granularity`, `seed`, ...).
 
         Returns:
             The draft: an instance of `SDFPAssistant` and of `type(model)`, with the mask that
@@ -308,6 +314,10 @@ class SDFPAssistant:
         explicit = skip_layers is not None or skip_attention is not None or skip_mlp is not None
         if explicit and mask is not None:
             raise ValueError("pass either skip lists or a `mask`, not both")
+        if profile_kwargs and (explicit or mask is not None):
+            raise TypeError(
+                f"profiling arguments {sorted(profile_kwargs)} apply only when neither skip lists nor a mask are given"
+            )
         if mask is not None:
             if not isinstance(mask, SDFPConfig):
                 mask = SDFPConfig.from_pretrained(mask)
@@ -322,10 +332,10 @@ class SDFPAssistant:
             )
             mask = SDFPConfig.from_model_config(model.config, **skip.as_mask_fields())
         else:
-            raise NotImplementedError(
-                "choosing the layers to skip automatically (FIT profiling) is not available yet: "
-                "pass `skip_layers=[...]` (or `skip_attention` / `skip_mlp`)"
-            )
+            from .selection import profile
+
+            result = profile(model, **profile_kwargs)
+            skip, mask = result.skip, result.to_config(model)
         if draft_vocab is not None:
             mask = dataclasses.replace(mask, draft_vocab=list(draft_vocab))
         draft = _build_draft(model, spec, skip)

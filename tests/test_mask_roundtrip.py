@@ -121,3 +121,16 @@ def test_a_draft_is_not_saved_as_a_model(tmp_path):
     draft = SDFPAssistant.from_target(tiny_model("llama"), skip_layers=[1])
     with pytest.raises(TypeError, match="sdfp_config.save_pretrained"):
         draft.save_pretrained(tmp_path)
+
+
+def test_profiled_draft_carries_its_scores_and_round_trips(tmp_path):
+    model = tiny_model("qwen3")
+    draft = SDFPAssistant.from_target(model, num_sequences=2, sequence_length=16, skip_ratio=0.34, progress=False)
+    mask = draft.sdfp_config
+    assert len(draft.skip.layers) == 2 and mask.scoring_method and mask.calibration["num_sequences"] == 2
+    assert len(mask.scores["attention"]) == len(mask.scores["mlp"]) == 6
+    assert torch.equal(generate(model, draft), generate(model))
+    mask.save_pretrained(tmp_path)
+    assert SDFPAssistant.from_pretrained(model, tmp_path).skip == draft.skip
+    with pytest.raises(TypeError, match="profiling arguments"):
+        SDFPAssistant.from_target(model, skip_layers=[1], seed=3)
