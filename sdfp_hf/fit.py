@@ -390,11 +390,20 @@ def score_layers(
                 batch_size or 1, num_label_samples, seed, progress,
             )
         elif method == "fisher_gate":
+            impl = getattr(model.config, "_attn_implementation", None) or "eager"
+            if local and impl not in ("sdpa", "eager"):
+                logger.warning(
+                    "fisher_gate measures each position through itself only with SDPA or eager attention; this "
+                    "model uses %r, so it falls back to local=False (load it with attn_implementation='sdpa')",
+                    impl,
+                )
+                local = False
             scores = _gate_fisher(
-                model, calibration, labels or "sampled", batch_size or 4, num_label_samples, local, seed, progress
+                model, calibration, labels or "sampled", batch_size or _logits_batch(model, calibration),
+                num_label_samples, local, seed, progress,
             )
         else:
-            scores = _block_influence(model, calibration, batch_size or 4, progress)
+            scores = _block_influence(model, calibration, batch_size or 8, progress)
     finally:
         model.train(was_training)
     scores.seconds = time.perf_counter() - start
@@ -409,6 +418,13 @@ def score_layers(
     if progress:
         logger.info(scores.summary())
     return scores
+
+
+def _logits_batch(model: nn.Module, calibration: CalibrationData, budget_bytes: int = 256 * 2**20) -> int:
+    """Sequences per pass such that one batch of float32 logits stays within `budget_bytes`."""
+    vocab = model.get_output_embeddings().weight.shape[0]
+    length = calibration.input_ids.shape[1]
+    return max(1, min(8, budget_bytes // max(vocab * length * 4, 1)))
 
 
 def _data_free_scores(method: str, num_layers: int, seed: int) -> LayerScores:
@@ -559,20 +575,28 @@ def _gate_fisher(
 ) -> LayerScores:
     spec = get_architecture(model)
     num_layers = len(spec.decoder_layers(model))
-    fisher = torch.zeros(3, num_layers, dtype=torch.float64)  # attention, mlp, layer
-    contributions: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    # Fisher matrix of all 2L branch gates (attention of layer l at 2l, its MLP at 2l + 1): the diagonal
+    # gives each branch's score, the off-diagonal terms how the effects of removing two branches add up
+    gram = torch.zeros(2 * num_layers, 2 * num_layers, dtype=torch.float64)
     grads: dict[int, dict[str, torch.Tensor]] = {}
+    columns: dict[int, torch.Tensor] = {}
     mask_holder: dict[str, torch.Tensor] = {}
 
     def finish_layer(idx: int) -> None:
         g = grads.pop(idx)
-        if "attention" not in g or "mlp" not in g:
-            return
         m = mask_holder["loss"]
-        ga, gm = g["attention"][m], g["mlp"][m]
-        fisher[0, idx] += float(ga.pow(2).sum())
-        fisher[1, idx] += float(gm.pow(2).sum())
-        fisher[2, idx] += float((ga + gm).pow(2).sum())
+        columns[2 * idx] = g["attention"][m].double()
+        columns[2 * idx + 1] = g["mlp"][m].double()
+
+    def accumulate() -> None:
+        if len(columns) != 2 * num_layers:
+            raise RuntimeError(
+                f"the backward pass reached {len(columns) // 2} of {num_layers} decoder layers: the model's "
+                "forward does not go through its decoder layers as sdfp-hf expects"
+            )
+        G = torch.stack([columns[i] for i in range(2 * num_layers)], dim=1)  # (positions, 2L)
+        gram.add_(G.T @ G)
+        columns.clear()
 
     def on_layer(idx: int, h_in: torch.Tensor, h_mid: torch.Tensor, h_out: torch.Tensor) -> None:
         if not torch.is_grad_enabled() or not h_out.requires_grad:
@@ -615,6 +639,7 @@ def _gate_fisher(
                         y = _labels(logits, batch.input_ids, labels, generator)
                     loss = _sum_loss(logits, y, batch.loss_mask)
                     loss.backward(retain_graph=s + 1 < samples)
+                    accumulate()
                     passes += 1
                     bar.update(1)
                 del logits, loss
@@ -623,9 +648,18 @@ def _gate_fisher(
         taps.remove()
         for p, flag in zip(all_params, flags):
             p.requires_grad_(flag)
-    fisher /= max(calibration.num_tokens * samples, 1)
-    attention, mlp, layer = (fisher[i].tolist() for i in range(3))
-    details = {"labels": labels, "batch_size": batch_size, "local": local, "passes": passes}
+    gram /= max(calibration.num_tokens * samples, 1)
+    diag = gram.diagonal()
+    attention, mlp = diag[0::2].tolist(), diag[1::2].tolist()
+    # the layer gate moves both branch gates together: its Fisher is the sum of the 2x2 block
+    layer = (diag[0::2] + diag[1::2] + 2 * gram.diagonal(offset=1)[0::2]).clamp_min(0).tolist()
+    details = {
+        "labels": labels,
+        "batch_size": batch_size,
+        "local": local,
+        "passes": passes,
+        "gate_fisher_matrix": gram.tolist(),
+    }
     if labels == "sampled":
         details["num_label_samples"] = num_label_samples
     return LayerScores("fisher_gate", attention, mlp, layer, details=details)

@@ -19,6 +19,8 @@ __all__ = ["plot_scores"]
 _ATTENTION_COLOR = "#4C72B0"
 _MLP_COLOR = "#DD8452"
 _SKIPPED_COLOR = "#C44E52"
+# below the axes, so that it never hides a bar
+_LEGEND = dict(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8, frameon=False)
 
 
 def _import_matplotlib():
@@ -86,11 +88,11 @@ def plot_scores(
 
         handles, labels = ax.get_legend_handles_labels()
         handles.append(Patch(facecolor="white", edgecolor=_SKIPPED_COLOR, hatch="///", label="skipped"))
-        ax.legend(handles=handles, loc="upper right", fontsize=8)
+        ax.legend(handles=handles, **_LEGEND)
         for i in sorted(set(skip.layers)):
             ax.axvspan(i - 0.5, i + 0.5, color=_SKIPPED_COLOR, alpha=0.08, linewidth=0)
     else:
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(**_LEGEND)
     if log_scale:
         ax.set_yscale("log")
     ax.set_xlim(-0.6, n - 0.4)
@@ -111,7 +113,7 @@ def plot_scores(
                 parts.append(f"{only_mlp} MLP")
             if parts:
                 title += ": skipped " + ", ".join(parts)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, loc="left")
     ax.grid(axis="y", alpha=0.3)
 
     if path is not None:

@@ -101,6 +101,7 @@ def select_skips(
     protect_last: int = 0,
     costs: tuple[Sequence[float], Sequence[float]] | None = None,
     cost_weighted: bool = True,
+    interactions: bool | None = None,
 ) -> SkipSet:
     """Choose what the draft skips: the lowest scores first.
 
@@ -119,6 +120,11 @@ def select_skips(
         cost_weighted (`bool`, *optional*, defaults to `True`): at ``"sublayer"`` granularity, take branches
             in order of score per unit of cost saved (the cheapest loss of accuracy per byte saved), not of
             raw score.
+        interactions (`bool`, *optional*): with scores that carry the Fisher matrix of the branch gates
+            (``"fisher_gate"``), choose greedily the set whose combined removal the matrix predicts costs
+            least (``1_S' F 1_S``, the second-order change of the output distribution when all of the set
+            goes at once), instead of summing single-branch scores; the effects of two branches can add up
+            or cancel. Defaults to using the matrix when the scores have one.
 
     Returns:
         [`SkipSet`]: what to pass to `SDFPAssistant.from_target` (via `skip_lists`).
@@ -147,6 +153,13 @@ def select_skips(
     if num_skip is not None and (isinstance(num_skip, bool) or not isinstance(num_skip, int) or num_skip < 0):
         raise ValueError(f"num_skip must be a non-negative integer, got {num_skip!r}")
     candidates = [i for i in range(protect_first, n - protect_last)]
+    matrix = scores.details.get("gate_fisher_matrix") if interactions is not False else None
+    if interactions and matrix is None:
+        raise ValueError(
+            f"interactions=True needs scores that carry the Fisher matrix of the branch gates (method "
+            f"'fisher_gate'), not {scores.method!r}"
+        )
+    F = torch.tensor(matrix, dtype=torch.float64) if matrix is not None else None
 
     if granularity == "layer":
         k = num_skip if num_skip is not None else int(round(skip_ratio * n))
@@ -155,45 +168,76 @@ def select_skips(
                 f"cannot skip {k} of {n} layers with {n - len(candidates)} protected: at most "
                 f"{min(len(candidates), n - 1)}"
             )
-        order = sorted(candidates, key=lambda i: (scores.layer[i], i))
-        chosen = sorted(order[:k])
+        if F is None:
+            chosen = sorted(sorted(candidates, key=lambda i: (scores.layer[i], i))[:k])
+        else:
+            # the layer gate moves both branch gates: its Fisher matrix sums 2x2 blocks
+            M = F[0::2, 0::2] + F[0::2, 1::2] + F[1::2, 0::2] + F[1::2, 1::2]
+            chosen = _greedy_quadratic(M, candidates, [1.0] * n, k, math.inf, cost_weighted=False)
         return SkipSet(n, tuple(chosen), tuple(chosen))
 
-    items = [(i, kind) for i in candidates for kind in ("attention", "mlp")]
     if num_skip is None and costs is None:
         raise ValueError(
             "skip_ratio at 'sublayer' granularity is a fraction of the layers' bytes: pass "
             "costs=branch_costs(model) (or num_skip, a number of branches)"
         )
-    cost = {}
-    for i in range(n):
-        cost[(i, "attention")] = float(costs[0][i]) if costs is not None else 1.0
-        cost[(i, "mlp")] = float(costs[1][i]) if costs is not None else 1.0
+    if num_skip is not None and num_skip > 2 * len(candidates):
+        raise ValueError(f"cannot skip {num_skip} branches: only {2 * len(candidates)} are not protected")
+    # branch b = 2 * layer + (0 for attention, 1 for MLP)
+    cost = [1.0] * (2 * n)
+    if costs is not None:
+        cost[0::2], cost[1::2] = [float(c) for c in costs[0]], [float(c) for c in costs[1]]
+    items = [2 * i + j for i in candidates for j in (0, 1)]
+    budget = skip_ratio * sum(cost) if skip_ratio is not None else math.inf
+    count = num_skip if num_skip is not None else len(items)
+    if F is None:
+        values = [v for pair in zip(scores.attention, scores.mlp) for v in pair]
+        F = torch.diag(torch.tensor(values, dtype=torch.float64))
+    chosen = _greedy_quadratic(F, items, cost, count, budget, cost_weighted=cost_weighted, max_attention=n - 1)
+    attention = tuple(sorted(b // 2 for b in chosen if b % 2 == 0))
+    mlp = tuple(sorted(b // 2 for b in chosen if b % 2 == 1))
+    return SkipSet(n, attention, mlp)
 
-    def priority(item: tuple[int, str]) -> tuple[float, int, str]:
-        s = scores.of(item[1])[item[0]]
-        return (s / cost[item] if cost_weighted and cost[item] > 0 else s, item[0], item[1])
 
-    order = sorted(items, key=priority)
-    attention: set[int] = set()
-    mlp: set[int] = set()
-    if num_skip is not None:
-        if num_skip > len(items):
-            raise ValueError(f"cannot skip {num_skip} branches: only {len(items)} are not protected")
-        budget_count = num_skip
-    budget = skip_ratio * sum(cost.values()) if skip_ratio is not None else math.inf
-    saved = 0.0
-    for item in order:
-        if num_skip is not None and len(attention) + len(mlp) >= budget_count:
+def _greedy_quadratic(
+    M: torch.Tensor,
+    items: Sequence[int],
+    cost: Sequence[float],
+    count: int,
+    budget: float,
+    *,
+    cost_weighted: bool,
+    max_attention: int | None = None,
+) -> list[int]:
+    """Greedily build a set `S` of at most `count` items within `budget` that keeps ``1_S' M 1_S`` small.
+
+    Each step adds the item with the smallest marginal increase ``M_bb + 2 * sum_{c in S} M_bc`` (per unit
+    of cost when `cost_weighted`) among those that still fit. With a diagonal `M` this is simply "lowest
+    score first", skipping items too big for what is left of the budget. Ties go to the lower index.
+    `max_attention` caps the even items (attention branches) taken.
+    """
+    chosen: list[int] = []
+    spent = 0.0
+    cross = torch.zeros(M.shape[0], dtype=torch.float64)  # sum over chosen c of M[b, c]
+    remaining = list(items)
+    while remaining and len(chosen) < count:
+        best, best_key = None, None
+        for b in remaining:
+            if spent + cost[b] > budget * (1 + 1e-9):
+                continue
+            if max_attention is not None and b % 2 == 0 and sum(1 for c in chosen if c % 2 == 0) >= max_attention:
+                continue
+            marginal = float(M[b, b] + 2 * cross[b])
+            key = (marginal / cost[b] if cost_weighted and cost[b] > 0 else marginal, b)
+            if best_key is None or key < best_key:
+                best, best_key = b, key
+        if best is None:
             break
-        if saved + cost[item] > budget * (1 + 1e-9):
-            continue  # too big for what is left of the budget; a smaller branch may still fit
-        i, kind = item
-        if kind == "attention" and len(attention) == n - 1:
-            continue  # a draft keeps at least one attention block
-        (attention if kind == "attention" else mlp).add(i)
-        saved += cost[item]
-    return SkipSet(n, tuple(sorted(attention)), tuple(sorted(mlp)))
+        chosen.append(best)
+        remaining.remove(best)
+        spent += cost[best]
+        cross += M[:, best]
+    return sorted(chosen)
 
 
 def skip_lists(skip: SkipSet) -> dict[str, list[int]]:
@@ -786,9 +830,21 @@ def profile(
         result = _auto(model, data, scores, provenance, timings, common, auto_ratios, auto_prompts,
                        auto_new_tokens, on_no_speedup, progress)
         timings["selection"] = time.perf_counter() - t2
+    result.timings["total"] = time.perf_counter() - t0
     if progress:
-        logger.info(result.summary())
+        _report(result.summary() + f"; {result.scores.num_tokens} calibration tokens, peak memory "
+                f"{(result.scores.peak_memory_bytes or 0) / 2**20:.0f} MiB")
     return result
+
+
+def _report(text: str) -> None:
+    """The summary a finished profile prints (beside its progress bars), and logs."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    logger.info(text)
+    tqdm.write(f"sdfp-hf profile: {text}", file=sys.stderr)
 
 
 def _auto(

@@ -175,7 +175,7 @@ def test_profile_with_a_ratio_gives_a_valid_mask_and_draft():
     assert isinstance(config, SDFPConfig)
     assert config.skip_layers == list(result.skip.layers) and config.scoring_method == "fisher_gate"
     assert config.calibration["num_sequences"] == 3 and config.calibration["dtype"] == "float32"
-    assert set(result.timings) == {"calibration", "scoring"}
+    assert set(result.timings) == {"calibration", "scoring", "total"}
     draft = result.draft(model)
     assert draft.skip == result.skip
     sub = profile(model, skip_ratio=0.3, granularity="sublayer", num_sequences=2, sequence_length=16, progress=False)
@@ -200,7 +200,7 @@ def test_auto_picks_the_best_predicted_speedup(monkeypatch):
     assert result.predicted["speedup"] > 1.0
     assert result.skip_ratio in (0.17, 0.34, 0.5)
     assert 1 <= result.num_assistant_tokens <= sel.MAX_DRAFT
-    assert set(result.timings) == {"calibration", "scoring", "selection"}
+    assert set(result.timings) == {"calibration", "scoring", "selection", "total"}
     config = result.to_config(model)
     assert config.num_assistant_tokens == result.num_assistant_tokens
     assert config.measurements["predicted_speedup"] == pytest.approx(result.predicted["speedup"])
