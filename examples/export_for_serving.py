@@ -23,7 +23,7 @@ from sdfp_hf.models import load_model
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model", default="smollm2-135m")
 parser.add_argument(
-    "--mask", default=None, help="mask folder or Hub repo id (default: skip a quarter of the layers)"
+    "--mask", default=None, help="mask folder or Hub repo id (default: profile the model now)"
 )
 parser.add_argument("--out", default="smollm2-135m-sdfp-draft")
 args = parser.parse_args()
@@ -32,8 +32,7 @@ model, tokenizer = load_model(args.model, install=True)
 if args.mask:
     draft = SDFPAssistant.from_pretrained(model, args.mask)
 else:
-    n = model.config.num_hidden_layers
-    draft = SDFPAssistant.from_target(model, skip_layers=list(range(n // 2, n - 1, 2)))
+    draft = SDFPAssistant.from_target(model, tokenizer=tokenizer)  # profiles the model
 save_standalone(draft, args.out, tokenizer=tokenizer)
 
 # The exported checkpoint is a plain model: no sdfp-hf needed to load it, and it computes what the draft computes.

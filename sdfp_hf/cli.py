@@ -204,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     choice.add_argument(
         "--granularity",
         choices=("layer", "sublayer"),
-        default="layer",
-        help="skip whole layers, or attention and MLP branches apart (default: %(default)s)",
+        default=None,
+        help="skip whole layers, or attention and MLP branches apart (default: the profiler's, layer)",
     )
     choice.add_argument(
         "--method",
@@ -478,13 +478,13 @@ def _profile(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {
         "tokenizer": tokenizer,
         "skip_ratio": args.skip_ratio,
-        "granularity": args.granularity,
         "seed": args.seed,
         "num_sequences": args.num_sequences,
         "sequence_length": args.sequence_length,
     }
-    if args.method is not None:
-        kwargs["method"] = args.method
+    for name in ("granularity", "method"):  # unset: the profiler's defaults
+        if getattr(args, name) is not None:
+            kwargs[name] = getattr(args, name)
     what = (
         "data-free (the model's own samples)"
         if source is None
@@ -494,7 +494,7 @@ def _profile(args: argparse.Namespace) -> int:
             else f"dataset {args.dataset}"
         )
     )
-    _status(f"Profiling on {what}, skip ratio {args.skip_ratio}, {args.granularity} granularity ...")
+    _status(f"Profiling on {what}, skip ratio {args.skip_ratio} ...")
     result = profile(model, source, **kwargs)
     mask = result.to_config(model)
 

@@ -428,4 +428,5 @@ def test_parser_builds_without_heavy_work() -> None:
     parser = build_parser()
     args = parser.parse_args(["profile", "m", "--skip-ratio", "0.25", "--granularity", "sublayer"])
     assert args.skip_ratio == 0.25 and args.granularity == "sublayer" and args.out is None
+    assert parser.parse_args(["profile", "m"]).granularity is None  # the profiler's default
     assert parser.parse_args(["profile", "m"]).skip_ratio == "auto"
