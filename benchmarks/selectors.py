@@ -45,6 +45,7 @@ from sdfp_hf.generation import DraftingOptions  # noqa: E402
 from sdfp_hf.models import load_model  # noqa: E402
 from sdfp_hf.selection import (  # noqa: E402
     branch_costs,
+    one_step_agreement,
     select_skips,
     skip_fraction,
     skip_lists,
@@ -54,7 +55,7 @@ from sdfp_hf.selection import (  # noqa: E402
 
 DRAFT_ONLY = DraftingOptions(prompt_lookup=0, adaptive=False)
 DEFAULT_QUESTIONS = ROOT.parent / "shared" / "data" / "spec_bench" / "question.jsonl"
-CALIBRATIONS = ("data-free", "chat", "raw")
+CALIBRATIONS = ("data-free", "bos", "chat", "raw")
 
 
 def load_questions(path: Path) -> list[dict]:
@@ -109,16 +110,21 @@ def parse_method(spec: str) -> tuple[str, dict]:
 
 
 def calibration_data(name: str, model, tokenizer, questions: list[dict], args):
-    """Calibration of one kind: data-free[-greedy], chat[-greedy] (other Spec-Bench questions answered by
-    the model), raw (their text, packed); ``@N`` picks the seed (``data-free@1``)."""
+    """Calibration of one kind: data-free[-greedy] (from the chat template's assistant header), bos (data-free
+    from the start token, no tokenizer), chat[-greedy] (other Spec-Bench questions answered by
+    the model), raw (their text, packed); ``@N`` picks the seed and ``#N`` the number of sequences
+    (``data-free@1#16``)."""
+    name, _, count = name.partition("#")
     name, _, seed = name.partition("@")
-    common = dict(tokenizer=tokenizer, num_sequences=args.num_sequences, sequence_length=args.sequence_length,
-                  seed=int(seed) if seed else args.seed)
+    common = dict(tokenizer=tokenizer, num_sequences=int(count) if count else args.num_sequences,
+                  sequence_length=args.sequence_length, seed=int(seed) if seed else args.seed)
     greedy = dict(temperature=0.0, sampled_tokens=8) if name.endswith("-greedy") else {}
     base = name.removesuffix("-greedy")
     texts = [q["turns"][0] for q in questions]
     if base == "data-free":
         return build_calibration(model, None, **common, **greedy)
+    if base == "bos":  # data-free without a tokenizer, as `SDFPAssistant.from_target(model)` profiles
+        return build_calibration(model, None, **{**common, "tokenizer": None}, **greedy)
     if base == "chat":
         return build_calibration(model, texts, chat_template=True, **common, **greedy)
     if base == "raw":
@@ -147,14 +153,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--protect-last", type=int, default=0)
     parser.add_argument("--draft-length", type=int, default=6, help="constant draft length of the replay")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--screen", action="store_true",
+        help="measure only the draft's one-step agreement (one forward per draft) instead of replaying rounds",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--time-profile", action="store_true",
+        help="instead of the comparison, time `profile(model)` with its defaults (auto included) and report its "
+        "peak memory",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = "python benchmarks/selectors.py " + shlex.join(argv if argv is not None else sys.argv[1:])
 
     dtype = getattr(torch, args.dtype)
     model, tokenizer = load_model(args.model, dtype=dtype)
+    if args.time_profile:
+        return time_profile(model, args, command)
     num_layers = model.config.num_hidden_layers
     costs = branch_costs(model)
     questions = load_questions(args.questions)
@@ -172,6 +189,10 @@ def main(argv: list[str] | None = None) -> None:
 
     def evaluate(skip) -> dict:
         key = (skip.attention, skip.mlp)
+        if key not in replayed and args.screen:
+            draft = SDFPAssistant.from_target(model, **skip_lists(skip), drafting=DRAFT_ONLY)
+            agreement = one_step_agreement(draft, trajectories)
+            replayed[key] = {"mean_accepted": agreement, "acceptance_rate": agreement, "one_step_agreement": agreement}
         if key not in replayed:
             draft = SDFPAssistant.from_target(model, **skip_lists(skip), drafting=DRAFT_ONLY)
             samples = replay_rounds(draft, trajectories, max_draft=max(args.draft_length, 8))
@@ -232,6 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         "eval_question_ids": [q["question_id"] for q in eval_q],
         "new_tokens": trajectories.num_new_tokens,
         "draft_length": args.draft_length,
+        "screen": args.screen,
         "machine": f"{platform.machine()} {platform.processor() or ''}, {args.threads} torch threads".strip(),
         "torch": torch.__version__,
         "rows": rows,
@@ -245,12 +267,60 @@ def main(argv: list[str] | None = None) -> None:
         args.out.with_suffix(".partial.json").unlink(missing_ok=True)
 
 
+def time_profile(model, args, command: str) -> None:
+    """`profile(model)` with every default: wall time by stage and peak resident memory."""
+    import resource
+    import warnings
+
+    from sdfp_hf.selection import profile
+
+    def rss_mib() -> float:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    loaded = rss_mib()
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = profile(model)
+    elapsed = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report = {
+        "command": command,
+        "model": args.model,
+        "dtype": args.dtype,
+        "machine": f"{platform.machine()}, {args.threads} torch threads",
+        "seconds": elapsed,
+        "timings": result.timings,
+        "rss_after_loading_mib": loaded,
+        "peak_rss_mib": peak,
+        "summary": result.summary(),
+        "warnings": [str(w.message) for w in caught],
+        "calibration": result.calibration,
+        "skip": skip_lists(result.skip),
+        "predicted": {k: v for k, v in (result.predicted or {}).items() if k != "table"},
+        "candidates": result.candidates,
+    }
+    print(json.dumps(report, indent=2, default=str))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+
 def markdown(report: dict, budgets: list[float], granularities: list[str]) -> str:
     """Accepted tokens per round (constant draft length) by method, at each budget and granularity."""
+    metric = (
+        "One-step agreement (the share of the target's greedy tokens the draft predicts at exact context)"
+        if report.get("screen")
+        else f"Accepted draft tokens per round (constant draft length {report['draft_length']}, greedy, exact replay)"
+    )
     lines = [
         f"# Selector comparison: {report['model']} ({report['dtype']})",
         "",
-        f"Accepted draft tokens per round (constant draft length {report['draft_length']}, greedy, exact replay) on "
+        f"{metric} on "
         f"{len(report['eval_question_ids'])} Spec-Bench prompts in the chat template ({report['new_tokens']} target "
         "tokens). Budget = fraction of the decoder layers' parameter bytes skipped (equal draft cost); "
         "'layer' skips whole layers, 'sublayer' attention and MLP branches by score per byte.",

@@ -23,6 +23,10 @@ Methods (`SCORING_METHODS`):
   draft reads the target's exact keys and values for the prefix, so skipping a branch changes the
   draft's own position only, and that is what is measured (earlier positions' keys and values are
   detached). One backward pass gives every branch's score; the layer score gates both branches together.
+- ``"gate_flips"``: the same per-position branch gates, aimed at greedy acceptance itself: the gradient of
+  each position's greedy margin (top-1 minus top-2 logit) divided by the margin is, to first order, the
+  fraction of the margin that removing the branch takes away; clipped to [0, 1] and averaged over positions
+  it estimates the share of positions whose argmax the removal flips.
 - ``"block_influence"``: ShortGPT's block influence, ``1 - cos(input, output)`` of the layer or branch,
   averaged over tokens (forward only).
 - ``"random"``, ``"last"``, ``"evenly_spaced"``: data-free baselines expressed as scores (seeded
@@ -68,7 +72,7 @@ logger = logging.getLogger(__name__)
 
 _PARAM_METHODS = {"fit": "data", "fit_sampled": "sampled", "fit_argmax": "argmax", "fit_trace": "data"}
 _DATA_FREE_METHODS = ("random", "last", "evenly_spaced")
-SCORING_METHODS = (*_PARAM_METHODS, "fisher_gate", "block_influence", *_DATA_FREE_METHODS)
+SCORING_METHODS = (*_PARAM_METHODS, "fisher_gate", "gate_flips", "block_influence", *_DATA_FREE_METHODS)
 """Every scoring method `score_layers` knows."""
 
 LABELS = ("data", "sampled", "argmax")
@@ -323,6 +327,16 @@ def _labels(
     raise ValueError(f"labels must be one of {LABELS}, got {how!r}")
 
 
+def _relative_margin(logits: torch.Tensor, mask: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Sum over positions of (top-1 logit - top-2 logit) / its value: each position's gradient is the relative
+    first-order change of its greedy margin."""
+    with torch.no_grad():
+        top = logits.topk(2, dim=-1)
+        margin = (top.values[..., 0] - top.values[..., 1]).float().clamp_min(eps)
+    z = logits.gather(-1, top.indices).float()
+    return (((z[..., 0] - z[..., 1]) / margin)[mask]).sum()
+
+
 def _sum_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(logits[mask].float(), labels[mask], reduction="sum")
 
@@ -389,7 +403,7 @@ def score_layers(
                 model, spec, calibration, method, labels or _PARAM_METHODS[method],
                 batch_size or 1, num_label_samples, seed, progress,
             )
-        elif method == "fisher_gate":
+        elif method in ("fisher_gate", "gate_flips"):
             impl = getattr(model.config, "_attn_implementation", None) or "eager"
             if local and impl not in ("sdpa", "eager"):
                 logger.warning(
@@ -399,8 +413,8 @@ def score_layers(
                 )
                 local = False
             scores = _gate_fisher(
-                model, calibration, labels or "sampled", batch_size or _logits_batch(model, calibration),
-                num_label_samples, local, seed, progress,
+                model, calibration, "margin" if method == "gate_flips" else labels or "sampled",
+                batch_size or _logits_batch(model, calibration), num_label_samples, local, seed, progress,
             )
         else:
             scores = _block_influence(model, calibration, batch_size or 8, progress)
@@ -420,7 +434,7 @@ def score_layers(
     return scores
 
 
-def _logits_batch(model: nn.Module, calibration: CalibrationData, budget_bytes: int = 256 * 2**20) -> int:
+def _logits_batch(model: nn.Module, calibration: CalibrationData, budget_bytes: int = 64 * 2**20) -> int:
     """Sequences per pass such that one batch of float32 logits stays within `budget_bytes`."""
     vocab = model.get_output_embeddings().weight.shape[0]
     length = calibration.input_ids.shape[1]
@@ -588,6 +602,8 @@ def _gate_fisher(
         columns[2 * idx] = g["attention"][m].double()
         columns[2 * idx + 1] = g["mlp"][m].double()
 
+    flips = torch.zeros(3, num_layers, dtype=torch.float64)  # gate_flips: attention, mlp, layer
+
     def accumulate() -> None:
         if len(columns) != 2 * num_layers:
             raise RuntimeError(
@@ -596,6 +612,11 @@ def _gate_fisher(
             )
         G = torch.stack([columns[i] for i in range(2 * num_layers)], dim=1)  # (positions, 2L)
         gram.add_(G.T @ G)
+        if labels == "margin":
+            # G is the margin's relative first-order drop when the branch goes: >= 1 flips the argmax
+            flips[0] += G[:, 0::2].clamp(0, 1).sum(0)
+            flips[1] += G[:, 1::2].clamp(0, 1).sum(0)
+            flips[2] += (G[:, 0::2] + G[:, 1::2]).clamp(0, 1).sum(0)
         columns.clear()
 
     def on_layer(idx: int, h_in: torch.Tensor, h_mid: torch.Tensor, h_out: torch.Tensor) -> None:
@@ -635,9 +656,12 @@ def _gate_fisher(
                 mask_holder["loss"] = batch.attention_mask.bool()
                 logits = _forward(model, batch, local)
                 for s in range(samples):
-                    with torch.no_grad():
-                        y = _labels(logits, batch.input_ids, labels, generator)
-                    loss = _sum_loss(logits, y, batch.loss_mask)
+                    if labels == "margin":
+                        loss = _relative_margin(logits, batch.loss_mask)
+                    else:
+                        with torch.no_grad():
+                            y = _labels(logits, batch.input_ids, labels, generator)
+                        loss = _sum_loss(logits, y, batch.loss_mask)
                     loss.backward(retain_graph=s + 1 < samples)
                     accumulate()
                     passes += 1
@@ -649,6 +673,11 @@ def _gate_fisher(
         for p, flag in zip(all_params, flags):
             p.requires_grad_(flag)
     gram /= max(calibration.num_tokens * samples, 1)
+    if labels == "margin":
+        flips /= max(calibration.num_tokens, 1)
+        attention, mlp, layer = (flips[i].tolist() for i in range(3))
+        details = {"batch_size": batch_size, "local": local, "passes": passes}
+        return LayerScores("gate_flips", attention, mlp, layer, details=details)
     diag = gram.diagonal()
     attention, mlp = diag[0::2].tolist(), diag[1::2].tolist()
     # the layer gate moves both branch gates together: its Fisher is the sum of the 2x2 block

@@ -47,6 +47,7 @@ __all__ = [
     "Trajectories",
     "branch_costs",
     "measure_step_costs",
+    "one_step_agreement",
     "predict_speedup",
     "profile",
     "replay_rounds",
@@ -494,6 +495,38 @@ def replay_rounds(
         room=torch.cat(room),
         seconds=time.perf_counter() - start_time,
     )
+
+
+@torch.no_grad()
+def one_step_agreement(draft: SDFPAssistant, trajectories: Trajectories) -> float:
+    """Fraction of the target's greedy tokens that the draft's first step of a round would predict.
+
+    Every generated position is treated as a round start: the draft reads the target's keys and values of
+    everything before it and predicts the next token. One batched forward of the draft: a cheap screen for
+    acceptance (the first draft token of a round is accepted exactly when it agrees).
+    """
+    ids = trajectories.input_ids
+    device = ids.device
+    lengths = torch.tensor(trajectories.lengths, device=device)
+    starts = torch.tensor(trajectories.prompt_lengths, device=device)
+    width = int((lengths - starts).max()) - 1
+    if width < 1:
+        raise ValueError("the trajectories hold no generated token to predict")
+    q_pos = starts[:, None] + torch.arange(width, device=device)[None, :]
+    valid = q_pos + 1 < lengths[:, None]
+    q_ids = ids.gather(1, q_pos.clamp(max=ids.shape[1] - 1))
+    prefix_valid = torch.arange(ids.shape[1], device=device)[None, :] < lengths[:, None]
+    masks = _prefix_masks(draft.config, q_pos, q_pos, prefix_valid, draft.get_input_embeddings().weight.dtype)
+    layers = [
+        None if t is None else _PrefixLayer(trajectories.keys[t], trajectories.values[t])
+        for t in draft.cache_layer_map
+    ]
+    logits = draft(
+        input_ids=q_ids, position_ids=q_pos, attention_mask=masks, cache=_prefix_cache(layers), use_cache=True
+    ).logits
+    nxt = ids.gather(1, (q_pos + 1).clamp(max=ids.shape[1] - 1))
+    agree = (logits.argmax(dim=-1) == nxt) & valid
+    return float(agree.sum()) / max(int(valid.sum()), 1)
 
 
 # ---------------------------------------------------------------------------------------------- costs

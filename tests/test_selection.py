@@ -255,3 +255,15 @@ def test_plot_without_matplotlib_says_what_to_install(monkeypatch):
     with pytest.raises(ImportError, match=r"pip install 'sdfp-hf\[plot\]'"):
         plot_scores(scores_of([1, 2]))
     warnings.simplefilter("default")
+
+
+def test_one_step_agreement_screens_the_first_draft_token():
+    model = tiny_model("qwen2", seed=2)
+    with torch.no_grad():
+        model.model.layers[3].self_attn.o_proj.weight.zero_()
+        model.model.layers[3].mlp.down_proj.weight.zero_()
+    trajectories = target_trajectories(model, [prompt(10, seed=s)[0] for s in range(2)], 16)
+    exact = SDFPAssistant.from_target(model, skip_layers=[3])
+    assert sel.one_step_agreement(exact, trajectories) == 1.0
+    other = SDFPAssistant.from_target(model, skip_layers=[0, 1, 2])
+    assert 0.0 <= sel.one_step_agreement(other, trajectories) < 1.0
