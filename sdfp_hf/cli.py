@@ -542,7 +542,9 @@ def _generate(args: argparse.Namespace) -> int:
     if mask is None:
         _status("No --mask given: profiling the model (pass --mask to reuse a saved one) ...")
     draft = (
-        SDFPAssistant.from_target(model, mask=mask) if mask is not None else SDFPAssistant.from_target(model)
+        SDFPAssistant.from_target(model, mask=mask)
+        if mask is not None
+        else SDFPAssistant.from_target(model, tokenizer=tokenizer)
     )
 
     if args.chat:

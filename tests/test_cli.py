@@ -430,3 +430,11 @@ def test_parser_builds_without_heavy_work() -> None:
     assert args.skip_ratio == 0.25 and args.granularity == "sublayer" and args.out is None
     assert parser.parse_args(["profile", "m"]).granularity is None  # the profiler's default
     assert parser.parse_args(["profile", "m"]).skip_ratio == "auto"
+
+
+def test_generate_without_a_mask_profiles_the_model(workspace: Path, capsys) -> None:
+    argv = ["generate", str(workspace / "tiny"), "--max-new-tokens", "4", "--no-baseline", "hello"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "No --mask given: profiling the model" in captured.err
+    assert "drafted tokens accepted" in captured.out and "speedup" not in captured.out
