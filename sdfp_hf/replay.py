@@ -21,54 +21,37 @@ from its single full-sequence pass here, so small differences are expected.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
+from .assistant import DraftStats
 from .cache import DraftCache
 
 __all__ = ["ReplayResult", "replay_acceptance"]
 
 
 @dataclass
-class ReplayResult:
+class ReplayResult(DraftStats):
     """What greedy speculative decoding with one draft setting would do on one sequence.
+
+    The per-round statistics are those of [`DraftStats`], plus:
 
     Attributes:
         num_assistant_tokens: starting draft length; schedule: its schedule; threshold: confidence stop.
-        drafted_per_round / accepted_per_round: per verification round that drafted something.
         target_forwards: verification passes of the target (rounds, including those that drafted nothing).
         draft_forwards: single-token forward passes of the draft.
         new_tokens: tokens generated.
     """
 
-    num_assistant_tokens: int
-    schedule: str
-    threshold: float
-    drafted_per_round: list[int] = field(default_factory=list)
-    accepted_per_round: list[int] = field(default_factory=list)
+    num_assistant_tokens: int = 1
+    schedule: str = "constant"
+    threshold: float = 0.0
     target_forwards: int = 0
     draft_forwards: int = 0
     new_tokens: int = 0
-
-    @property
-    def drafted(self) -> int:
-        return sum(self.drafted_per_round)
-
-    @property
-    def accepted(self) -> int:
-        return sum(self.accepted_per_round)
-
-    @property
-    def acceptance_rate(self) -> float:
-        return self.accepted / self.drafted if self.drafted else 0.0
-
-    @property
-    def mean_accepted(self) -> float:
-        rounds = len(self.drafted_per_round)
-        return self.accepted / rounds if rounds else 0.0
 
     def predicted_speedup(self, draft_cost: float, verify_cost: float = 1.0) -> float:
         """Speedup over plain decoding predicted from the replayed forward counts.
@@ -184,7 +167,7 @@ def replay_acceptance(
         for schedule in schedules:
             for start in num_assistant_tokens:
                 for threshold in thresholds:
-                    result = ReplayResult(start, schedule, threshold)
+                    result = ReplayResult(num_assistant_tokens=start, schedule=schedule, threshold=threshold)
                     _replay_one(result, chain_at, sequence, prompt_length, max_length, eos_ids)
                     results.append(result)
     return results
@@ -226,8 +209,7 @@ def _replay_one(
             if token in eos_ids:
                 accepted = i
                 break
-        result.drafted_per_round.append(drafted)
-        result.accepted_per_round.append(accepted)
+        result.record(drafted, accepted)
         if result.schedule != "constant":
             k = k + 2 if accepted == drafted else max(1, k - 1)
         length += accepted + 1
