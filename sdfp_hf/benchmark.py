@@ -60,6 +60,7 @@ __all__ = [
     "config_from_args",
     "default_methods",
     "extra_weight_bytes",
+    "headline_markdown",
     "load_prompts",
     "main",
     "markdown_report",
@@ -1152,6 +1153,10 @@ def markdown_report(result: dict[str, Any]) -> str:
     categories = [c for c in [*MAIN_CATEGORIES, "all"] if any(c in s for s in summary.values())]
     categories += sorted({c for s in summary.values() for c in s} - set(categories))
     lines = [f"## {result['model']['name']} · {result['model']['dtype']}", "", _headline(result) + "." + _load_note(result), ""]
+    if result.get("complete") is False:
+        done = len({(r["question_id"], r["repeat"]) for r in result["runs"] if r["method"] == "plain"})
+        total = len(result["prompts"]) * result["config"]["repeats"]
+        lines += [f"**Partial run**: it stopped after {done} of {total} prompts; the figures cover those.", ""]
     if result.get("command"):
         lines += ["Command:", "", "```", result["command"], "```", ""]
 
@@ -1210,6 +1215,39 @@ def markdown_report(result: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _method_label(method: dict[str, Any]) -> str:
+    """A method's name without its run-specific argument, so that tables of several runs line up."""
+    return {"draft_model": f"draft model {method['arg']}"}.get(method["kind"], method["name"])
+
+
+def headline_markdown(results: Sequence[dict[str, Any]]) -> str:
+    """One table over several runs (e.g. two models x two dtypes): per run and method, over all prompts,
+    speedup, tokens/round, acceptance and outputs identical to plain; then each run's command."""
+    lines = [
+        "| model | dtype | prompts x new tokens | method | speedup | tokens/s | tokens/round | acceptance | identical |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for result in results:
+        cfg, model = result["config"], result["model"]
+        size = f"{result['summary']['plain']['all']['prompts']} x {cfg['max_new_tokens']}"
+        if result.get("complete") is False:
+            size += " (partial)"
+        for method in result["methods"]:
+            f = result["summary"].get(method["name"], {}).get("all")
+            if f is None:
+                note = method.get("error") or "no run"
+                lines.append(f"| {model['name']} | {model['dtype']} | {size} | {_method_label(method)} | {note} | | | | |")
+                continue
+            lines.append(
+                f"| {model['name']} | {model['dtype']} | {size} | {_method_label(method)} | "
+                f"{_fmt(f['speedup'], '.2f', 'x')} | {_fmt(f['tokens_per_s'], '.1f')} | "
+                f"{_fmt(f.get('tokens_per_round'))} | {_fmt(f.get('acceptance_rate'), '.0%')} | "
+                f"{f.get('identical')}/{f['prompts']} |"
+            )
+    lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in results if r.get("command")]
+    return "\n".join(lines) + "\n"
 
 
 def plot_speedup(result: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -1370,7 +1408,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None, default_
     parser = build_parser(prog, default_out_dir=default_out_dir)
     args = parser.parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = shlex.join(["python", prog or Path(sys.argv[0]).as_posix(), *argv])
+    program = shlex.split(prog) if prog else [Path(sys.argv[0]).as_posix()]
+    command = shlex.join([*(["python"] if program[0].endswith(".py") else []), *program, *argv])
     try:
         config = config_from_args(args, command)
         load_prompts(config.questions, per_category=config.per_category, categories=config.categories)

@@ -469,3 +469,20 @@ def test_harness_replay_matches_the_measured_draft_only_run():
     assert settings[(3, 0.4)]["accepted"] == measured["accepted"]
     assert settings[(3, 0.4)]["acceptance_rate"] == measured["acceptance_rate"]
     assert "Replayed acceptance" in markdown_report(result)
+
+
+def test_headline_over_several_runs(tiny_result):
+    from sdfp_hf.benchmark import headline_markdown
+
+    result = {k: v for k, v in tiny_result.items() if k != "_partials"}
+    partial = dict(result, complete=False)
+    table = headline_markdown([result, partial])
+    assert table.count("| tiny-llama | float32 | 4 x 20 | draft model tiny-draft |") == 1
+    assert "4 x 20 (partial)" in table
+    assert "- `pytest`" in table
+
+
+def test_partial_result_says_so(tiny_result):
+    partial = tiny_result["_partials"][1]
+    assert "**Partial run**: it stopped after 2 of 4 prompts" in markdown_report(partial)
+    assert "Partial run" not in markdown_report(tiny_result)
