@@ -468,8 +468,15 @@ class SDFPAssistant:
     def save_pretrained(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError(
             "a draft holds no weights of its own: save its mask with `draft.sdfp_config.save_pretrained(dir)` "
-            "(or `push_to_hub`), and load it with `SDFPAssistant.from_pretrained(model, dir)`"
+            "(or `push_to_hub`), and load it with `SDFPAssistant.from_pretrained(model, dir)`; for a "
+            "standalone checkpoint (serving engines) use `draft.save_standalone(dir)`"
         )
+
+    def save_standalone(self, save_directory: str | os.PathLike[str], **kwargs: Any) -> str:
+        """Write this draft as an ordinary transformers checkpoint (see [`sdfp_hf.export.save_standalone`])."""
+        from .export import save_standalone
+
+        return save_standalone(self, save_directory, **kwargs)
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         generation_config = kwargs.get("generation_config")
