@@ -17,7 +17,6 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from sdfp_hf import SDFPAssistant
-from sdfp_hf.export import save_standalone
 from sdfp_hf.models import load_model
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,7 +32,7 @@ if args.mask:
     draft = SDFPAssistant.from_pretrained(model, args.mask)
 else:
     draft = SDFPAssistant.from_target(model, tokenizer=tokenizer)  # profiles the model
-save_standalone(draft, args.out, tokenizer=tokenizer)
+draft.save_standalone(args.out, tokenizer=tokenizer)
 
 # The exported checkpoint is a plain model: no sdfp-hf needed to load it, and it computes what the draft computes.
 standalone = AutoModelForCausalLM.from_pretrained(args.out)
