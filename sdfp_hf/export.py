@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,7 +128,8 @@ def save_standalone(
     as a separate draft model (see the README, "Serving with vLLM").
 
     A layer whose attention or MLP alone is skipped keeps that branch with its output projection set to
-    zero: exactly a no-op, but still computed (a standard layer cannot drop one branch).
+    zero: exactly a no-op, but still computed (a standard layer cannot drop one branch). A reduced draft
+    vocabulary (`draft_vocab`) is not exported: the checkpoint keeps the full output head (with a warning).
 
     Args:
         draft ([`SDFPAssistant`]):
@@ -154,6 +156,14 @@ def save_standalone(
     directory = Path(save_directory)
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"cannot export the draft to `{directory}`: it is a file, not a folder")
+    if draft.sdfp_config.draft_vocab is not None:
+        warnings.warn(
+            f"the draft scores a reduced vocabulary ({len(draft.sdfp_config.draft_vocab)} token ids, `draft_vocab`), "
+            "which a standard checkpoint cannot express: the export keeps the full output head (engines also "
+            "require the target's vocabulary), so it proposes from every token",
+            UserWarning,
+            stacklevel=2,
+        )
     standalone = _standalone_model(draft)
     directory.mkdir(parents=True, exist_ok=True)
     standalone.save_pretrained(directory, max_shard_size=max_shard_size)

@@ -185,6 +185,16 @@ def test_a_model_flagged_as_quantized_exports_plain_weights(tmp_path: Path) -> N
     assert getattr(loaded, "hf_quantizer", None) is None
 
 
+def test_a_reduced_draft_vocabulary_is_not_exported(tmp_path: Path) -> None:
+    draft = SDFPAssistant.from_target(tiny_model("llama"), skip_layers=[1], draft_vocab=list(range(40)))
+    with pytest.warns(UserWarning, match=r"reduced vocabulary \(40 token ids"):
+        save_standalone(draft, tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert loaded.get_output_embeddings().weight.shape[0] == 96
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(prompt(8)).logits, draft(prompt(8)).logits, rtol=0, atol=1e-6)
+
+
 def test_refuses_what_is_not_a_draft(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="expects an sdfp-hf draft"):
         save_standalone(tiny_model("llama"), tmp_path)
