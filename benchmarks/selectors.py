@@ -84,8 +84,8 @@ def chat_ids(tokenizer, text: str, max_tokens: int) -> torch.Tensor:
 
 def parse_method(spec: str) -> tuple[str, dict]:
     """``method`` or ``method/option+option``: labels (``fit/sampled``), ``global`` (not local),
-    ``samplesN`` (label draws), ``seedN`` (e.g. ``random/seed1``), ``bsN`` (batch size), ``diag`` (select by
-    single-branch scores, ignoring the gate Fisher matrix's interactions)."""
+    ``samplesN`` (label draws), ``seedN`` (e.g. ``random/seed1``), ``bsN`` (batch size), ``quad`` (select with
+    the gate Fisher matrix's interactions), ``diag`` (by single-branch scores, the default)."""
     name, _, options = spec.partition("/")
     if name not in SCORING_METHODS:
         raise SystemExit(f"unknown method {name!r}: choose from {', '.join(SCORING_METHODS)}")
@@ -104,6 +104,8 @@ def parse_method(spec: str) -> tuple[str, dict]:
             kwargs["batch_size"] = int(option[2:])
         elif option == "diag":
             select["interactions"] = False
+        elif option == "quad":
+            select["interactions"] = True
         else:
             raise SystemExit(f"unknown option {option!r} in {spec!r}")
     return name, kwargs, select
@@ -112,12 +114,14 @@ def parse_method(spec: str) -> tuple[str, dict]:
 def calibration_data(name: str, model, tokenizer, questions: list[dict], args):
     """Calibration of one kind: data-free[-greedy] (from the chat template's assistant header), bos (data-free
     from the start token, no tokenizer), chat[-greedy] (other Spec-Bench questions answered by
-    the model), raw (their text, packed); ``@N`` picks the seed and ``#N`` the number of sequences
-    (``data-free@1#16``)."""
+    the model), raw (their text, packed); ``@N`` picks the seed, ``#N`` the number of sequences and ``~N``
+    their length (``bos@1#16~64``)."""
+    name, _, length = name.partition("~")
     name, _, count = name.partition("#")
     name, _, seed = name.partition("@")
     common = dict(tokenizer=tokenizer, num_sequences=int(count) if count else args.num_sequences,
-                  sequence_length=args.sequence_length, seed=int(seed) if seed else args.seed)
+                  sequence_length=int(length) if length else args.sequence_length,
+                  seed=int(seed) if seed else args.seed)
     greedy = dict(temperature=0.0, sampled_tokens=8) if name.endswith("-greedy") else {}
     base = name.removesuffix("-greedy")
     texts = [q["turns"][0] for q in questions]

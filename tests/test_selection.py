@@ -267,3 +267,23 @@ def test_one_step_agreement_screens_the_first_draft_token():
     assert sel.one_step_agreement(exact, trajectories) == 1.0
     other = SDFPAssistant.from_target(model, skip_layers=[0, 1, 2])
     assert 0.0 <= sel.one_step_agreement(other, trajectories) < 1.0
+
+
+def test_interaction_aware_selection_uses_the_gate_fisher_matrix():
+    # layers 0 and 1 are each cheap to lose, but their effects add up (large positive cross term);
+    # layer 2 alone costs a little more; the matrix is over branches (attention 2l, MLP 2l + 1)
+    n = 4
+    F = torch.zeros(2 * n, 2 * n, dtype=torch.float64)
+    single = [1.0, 1.0, 1.5, 9.0]
+    for layer, value in enumerate(single):
+        F[2 * layer, 2 * layer] = value / 2  # attention and MLP halves, no cross term within a layer
+        F[2 * layer + 1, 2 * layer + 1] = value / 2
+    for a in (0, 1):
+        for b in (2, 3):
+            F[a, b] = F[b, a] = 2.0  # layer 0's branches with layer 1's branches
+    scores = LayerScores("fisher_gate", [v / 2 for v in single], [v / 2 for v in single], single,
+                         details={"gate_fisher_matrix": F.tolist()})
+    assert select_skips(scores, num_skip=2).layers == (0, 1)
+    assert select_skips(scores, num_skip=2, interactions=True).layers == (0, 2)
+    with pytest.raises(ValueError, match="needs scores that carry the Fisher matrix"):
+        select_skips(scores_of([1, 2, 3]), num_skip=1, interactions=True)
