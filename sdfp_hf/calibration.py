@@ -12,8 +12,9 @@
 - token ids: a 2-D tensor or a list of lists, used as they are.
 - a `datasets.Dataset`: its ``text_column``, as a list of texts.
 
-Everything is bounded by ``num_sequences`` and ``sequence_length``, seeded and deterministic: the same
-arguments give the same tokens, and the global random state is left as it was.
+Everything is bounded by ``num_sequences`` and ``sequence_length`` (for text the target writes, the tokens
+it writes after its start or prompt; prompts are cut to their last 192 tokens), seeded and deterministic:
+the same arguments give the same tokens, and the global random state is left as it was.
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ __all__ = ["CalibrationData", "build_calibration", "generate_continuations"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_NUM_SEQUENCES = 8
-DEFAULT_SEQUENCE_LENGTH = 128
+# 16 short sequences: as many scored tokens as 8 of 128, cheaper to write (half the decoding steps) and more
+# independent; measured on SmolLM2-135M, the selection then varies less from seed to seed.
+DEFAULT_NUM_SEQUENCES = 16
+DEFAULT_SEQUENCE_LENGTH = 64
+MAX_PROMPT_TOKENS = 192
 DEFAULT_TEMPERATURE = 1.0
 
 _PLACEHOLDER = "\x00sdfp-calibration\x00"
@@ -280,15 +284,17 @@ def build_calibration(
             Needed for texts and datasets; in data-free mode, its chat template (if any) gives the start.
         num_sequences (`int`, *optional*, defaults to 8):
             Number of sequences.
-        sequence_length (`int`, *optional*, defaults to 128):
-            Maximum tokens per sequence (prompt and response together).
+        sequence_length (`int`, *optional*, defaults to 64):
+            Tokens per sequence: for packed text and token ids, the length of each sequence; for text the
+            target writes (data-free, or responses to prompts), how many tokens it writes after the start
+            or the prompt (which is cut to its last 192 tokens).
         chat_template (`bool`, *optional*):
             Wrap each text as a user turn of the tokenizer's chat template. Defaults to `False` for texts
             and datasets (raw text is packed into full sequences), and in data-free mode to whether the
             tokenizer has a chat template (its assistant header is then the start).
         respond (`bool`, *optional*):
-            Let the target write a response after each prompt (up to `sequence_length` tokens in all) and
-            score only its own tokens. Defaults to `True` with a chat template, `False` otherwise.
+            Let the target write a response of up to `sequence_length` tokens after each prompt and score
+            only its own tokens. Defaults to `True` with a chat template, `False` otherwise.
         temperature (`float`, *optional*, defaults to 1.0):
             Sampling temperature of the text the target writes (0 for greedy).
         sampled_tokens (`int`, *optional*):
@@ -352,14 +358,14 @@ def build_calibration(
                 "pass chat_template=False to calibrate on raw text"
             )
         if use_chat:
-            rows = [torch.tensor(_chat_prompt(tokenizer, t)[-(sequence_length - 1) :]) for t in texts[:num_sequences]]
+            rows = [torch.tensor(_chat_prompt(tokenizer, t)[-MAX_PROMPT_TOKENS:]) for t in texts[:num_sequences]]
             provenance_source = f"{provenance_source}+chat_template"
         else:
             rows = _pack(tokenizer, texts, num_sequences, sequence_length)
     do_respond = respond if respond is not None else use_chat
     provenance: dict[str, Any] = {"source": provenance_source, "sequence_length": sequence_length, "seed": seed}
     if do_respond:
-        rows = [r[: sequence_length - 1] for r in rows]
+        rows = [r[-MAX_PROMPT_TOKENS:] for r in rows]
         prompt_lengths = [len(r) for r in rows]
         rows = _respond(model, rows, sequence_length, temperature, sampled_tokens, seed)
         provenance["source"] += "+model_responses"
@@ -380,24 +386,14 @@ def build_calibration(
 def _respond(
     model: PreTrainedModel,
     rows: list[torch.Tensor],
-    sequence_length: int,
+    new_tokens: int,
     temperature: float,
     sampled_tokens: int | None,
     seed: int,
 ) -> list[torch.Tensor]:
-    # Group prompts by the room they leave, so each group generates as many tokens as its longest prompt allows.
-    out: list[torch.Tensor | None] = [None] * len(rows)
-    budget: dict[int, list[int]] = {}
-    for i, r in enumerate(rows):
-        budget.setdefault(sequence_length - len(r), []).append(i)
-    for new_tokens, idx in sorted(budget.items()):
-        continued = generate_continuations(
-            model, [rows[i] for i in idx], new_tokens, temperature=temperature, sampled_tokens=sampled_tokens,
-            seed=seed + new_tokens,
-        )
-        for i, c in zip(idx, continued):
-            out[i] = c
-    return out  # type: ignore[return-value]
+    return generate_continuations(
+        model, rows, new_tokens, temperature=temperature, sampled_tokens=sampled_tokens, seed=seed
+    )
 
 
 def _data_free(
@@ -426,10 +422,10 @@ def _data_free(
     else:
         start = [_start_token_id(model)]
         source = "data-free:bos"
-    start = start[-(sequence_length - 1) :]
+    start = start[-MAX_PROMPT_TOKENS:]
     prompts = [torch.tensor(start, dtype=torch.long)] * num_sequences
     rows = generate_continuations(
-        model, prompts, sequence_length - len(start), temperature=temperature, sampled_tokens=sampled_tokens,
+        model, prompts, sequence_length, temperature=temperature, sampled_tokens=sampled_tokens,
         seed=seed, stop_at_eos=True,
     )
     prompt_lengths = [len(start)] * num_sequences

@@ -344,7 +344,9 @@ def trajectories_from_calibration(model: PreTrainedModel, data: CalibrationData,
     rows = list(range(min(num_sequences, data.num_sequences)))
     lengths = [data.lengths()[i] for i in rows]
     prompt_lengths = [min(data.prompt_lengths[i] + opening, lengths[j] - 1) for j, i in enumerate(rows)]
-    max_length = int(data.provenance.get("sequence_length") or max(lengths))
+    # the target wrote `sequence_length` tokens after each row's start or prompt
+    new_tokens = int(data.provenance.get("sequence_length") or max(lengths))
+    max_lengths = [data.prompt_lengths[i] + new_tokens for i in rows]
     device = model.get_input_embeddings().weight.device
     batch = data.batches(len(rows))[0].to(device)
     recorded: list[_PrefixLayer] = []
@@ -355,7 +357,7 @@ def trajectories_from_calibration(model: PreTrainedModel, data: CalibrationData,
         input_ids=batch.input_ids,
         lengths=lengths,
         prompt_lengths=prompt_lengths,
-        max_lengths=[max_length] * len(rows),
+        max_lengths=max_lengths,
         keys=[layer.keys for layer in recorded],
         values=[layer.values for layer in recorded],
         eos_token_ids=eos,
@@ -792,7 +794,7 @@ def profile(
     sequence_length: int | None = None,
     seed: int = 0,
     auto_ratios: Sequence[float] = AUTO_RATIOS,
-    auto_prompts: int = 4,
+    auto_prompts: int = 6,
     auto_new_tokens: int = 48,
     on_no_speedup: str = "warn",
     progress: bool = True,
@@ -816,7 +818,7 @@ def profile(
             (defaults of `build_calibration`).
         seed (`int`, *optional*, defaults to 0): seed of calibration sampling and scoring.
         auto_ratios (`list[float]`, *optional*): candidate ratios for ``"auto"``.
-        auto_prompts (`int`, *optional*, defaults to 4): prompts on which ``"auto"`` replays acceptance.
+        auto_prompts (`int`, *optional*, defaults to 6): prompts on which ``"auto"`` replays acceptance.
         auto_new_tokens (`int`, *optional*, defaults to 48): greedy tokens generated per prompt for it.
         on_no_speedup (`str`, *optional*, defaults to ``"warn"``): what ``"auto"`` does when no candidate is
             predicted faster than plain decoding: ``"warn"`` issues a `NoSpeedupWarning` and returns the
