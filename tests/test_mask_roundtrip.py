@@ -57,10 +57,11 @@ def test_folder_round_trip(tmp_path):
     assert SDFPAssistant.from_target(model, mask=draft.sdfp_config).skip == draft.skip
 
 
-def test_push_then_load_in_a_fresh_process(hub_server):
+def test_push_then_load_in_a_fresh_process(hub_server, tmp_path):
+    """Profile a tiny model, push its mask, load it in a new process: same skips, generation and card."""
     model = tiny_model("gemma3")
-    draft = SDFPAssistant.from_target(model, skip_layers=[1, 4], assistant_confidence_threshold=0.0,
-                                      drafting=DRAFT_ONLY)
+    draft = SDFPAssistant.from_target(model, num_sequences=2, sequence_length=16, skip_ratio=0.34, progress=False,
+                                      assistant_confidence_threshold=0.0, drafting=DRAFT_ONLY)
     expected = generate(model, draft)[0].tolist()
     repo = unique("tiny-gemma3-mask")
     url = draft.sdfp_config.push_to_hub(repo, token=WRITE)
@@ -78,12 +79,14 @@ def test_push_then_load_in_a_fresh_process(hub_server):
         print(json.dumps({{"skip": [list(draft.skip.attention), list(draft.skip.mlp)], "tokens": out[0].tolist(),
                           "rounds": draft.stats.rounds}}))
     """)
-    assert out["skip"] == [[1, 4], [1, 4]]
+    assert out["skip"] == [list(draft.skip.attention), list(draft.skip.mlp)] and len(draft.skip.layers) == 2
     assert out["tokens"] == expected
     assert out["rounds"] == draft.stats.rounds
 
     card = ModelCard.load(repo)
     assert card.data.library_name == "sdfp-hf" and "speculative-decoding" in card.data.tags
+    draft.sdfp_config.save_pretrained(tmp_path)  # the same card, rendered locally
+    assert ModelCard.load(tmp_path / "README.md").data.to_dict() == card.data.to_dict()
     assert yaml.safe_load(card.content.split("---")[1])["library_name"] == "sdfp-hf"
 
 
