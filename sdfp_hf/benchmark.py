@@ -394,6 +394,11 @@ def build_method(
         method.generate_kwargs = {"assistant_model": draft}
         method.settings = [(draft.generation_config, {k: getattr(draft.generation_config, k) for k in _ASSISTANT_SETTINGS})]
         method.info = {"skip_layers": skip, "num_layers": num_decoder_layers(model), "selector": selector, "ratio": float(ratio)}
+        drafting = getattr(draft, "drafting", None)
+        if drafting is not None:
+            import dataclasses
+
+            method.info["drafting"] = dataclasses.asdict(drafting)
     elif spec.kind == "prompt_lookup":
         options = _split_options(spec, ["max_matching_ngram_size"])
         method.generate_kwargs = {"prompt_lookup_num_tokens": int(spec.arg), **options}
@@ -1124,7 +1129,13 @@ def _draft_setting(method: dict[str, Any]) -> str:
     tokens = info.get("num_assistant_tokens")
     schedule = info.get("num_assistant_tokens_schedule")
     threshold = info.get("assistant_confidence_threshold")
-    return f"{tokens} {schedule}, conf {threshold}"
+    drafting = info.get("drafting") or {}
+    if drafting.get("adaptive"):
+        schedule = "adaptive"  # the sdfp generator's own length choice replaces the schedule
+    setting = f"{tokens} {schedule}, conf {threshold}"
+    if drafting.get("prompt_lookup"):
+        setting += f", lookup {drafting.get('lookup_tokens')}"
+    return setting
 
 
 def _headline(result: dict[str, Any]) -> str:
