@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sdfp_hf.assistant import SDFPAssistant  # noqa: E402
-from sdfp_hf.calibration import build_calibration  # noqa: E402
+from sdfp_hf.calibration import DEFAULT_NUM_SEQUENCES, DEFAULT_SEQUENCE_LENGTH, build_calibration  # noqa: E402
 from sdfp_hf.fit import SCORING_METHODS, score_layers  # noqa: E402
 from sdfp_hf.generation import DraftingOptions  # noqa: E402
 from sdfp_hf.models import load_model  # noqa: E402
@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-prompts", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--calibrations", default="data-free,chat", help=f"comma list of {CALIBRATIONS}")
-    parser.add_argument("--num-sequences", type=int, default=8)
-    parser.add_argument("--sequence-length", type=int, default=128)
+    parser.add_argument("--num-sequences", type=int, default=DEFAULT_NUM_SEQUENCES)
+    parser.add_argument("--sequence-length", type=int, default=DEFAULT_SEQUENCE_LENGTH)
     parser.add_argument(
         "--methods",
         default="fit,fit/sampled,fit/argmax,fit_trace,fisher_gate,fisher_gate/global,fisher_gate/argmax,"

@@ -78,8 +78,9 @@ SCORING_METHODS = (*_PARAM_METHODS, "fisher_gate", "gate_flips", "block_influenc
 LABELS = ("data", "sampled", "argmax")
 """Label choices of the Fisher methods: the data's next token, a sample of the model, its argmax."""
 
-DEFAULT_SCORING_METHOD = "fisher_gate"
-"""The method `profile` uses by default; chosen by measured draft acceptance (see README, "Profiling")."""
+DEFAULT_SCORING_METHOD = "gate_flips"
+"""The method `profile` uses by default; chosen by measured draft acceptance (see the module docstring and
+`benchmarks/results/selectors_*`)."""
 
 KINDS = ("attention", "mlp")
 

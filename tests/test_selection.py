@@ -11,7 +11,7 @@ from tiny_models import ARCHITECTURES, NUM_LAYERS, prompt, tiny_model
 from sdfp_hf import SDFPAssistant
 from sdfp_hf import selection as sel
 from sdfp_hf.config import SDFPConfig
-from sdfp_hf.fit import LayerScores
+from sdfp_hf.fit import DEFAULT_SCORING_METHOD, LayerScores
 from sdfp_hf.generation import DraftingOptions
 from sdfp_hf.replay import replay_acceptance
 from sdfp_hf.selection import (
@@ -170,10 +170,10 @@ def test_profile_with_a_ratio_gives_a_valid_mask_and_draft():
     model = tiny_model("qwen2")
     result = profile(model, skip_ratio=0.34, num_sequences=3, sequence_length=24, progress=False)
     assert len(result.skip.layers) == 2 and 0 not in result.skip.layers  # first layer protected by default
-    assert result.scores.method == "fisher_gate"
+    assert result.scores.method == DEFAULT_SCORING_METHOD
     config = result.to_config(model)
     assert isinstance(config, SDFPConfig)
-    assert config.skip_layers == list(result.skip.layers) and config.scoring_method == "fisher_gate"
+    assert config.skip_layers == list(result.skip.layers) and config.scoring_method == DEFAULT_SCORING_METHOD
     assert config.calibration["num_sequences"] == 3 and config.calibration["dtype"] == "float32"
     assert set(result.timings) == {"calibration", "scoring", "total"}
     draft = result.draft(model)
