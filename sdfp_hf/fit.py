@@ -33,6 +33,28 @@ Methods (`SCORING_METHODS`):
   uniform scores; the last layers lowest, i.e. early exit; a low-discrepancy order so that any number of
   lowest scores is spread evenly over the depth).
 
+Which is the default, and why (measured, `benchmarks/selectors.py`, results in `benchmarks/results/`):
+the draft's acceptance at equal draft cost (the same fraction of the decoder layers' bytes skipped), by exact
+replay of greedy speculative decoding on Spec-Bench prompts in the chat template, data-free calibration.
+
+- The paper's parameter-space FIT (``"fit"``) and all its variants (sampled or argmax labels, trace form)
+  choose drafts no better than random layers: on SmolLM2-135M 1.41 / 1.23 / 0.93 accepted tokens per
+  round at 10 / 13 / 20 % skipped, random 1.52 / 1.28 / 0.64 (mean of three seeds); on Qwen2.5-Coder-0.5B
+  75 / 57-63 / 23-40 % one-step agreement at 10 / 20 / 30 %, random 81-83 / 69-74 / 51-68 %. The sum of
+  ``E[g^2] theta^2`` measures how much small noise on the weights moves the loss, which large weights
+  dominate; it does not measure what removing a branch's output does.
+- Moving to the activation side (``"fisher_gate"``, the Fisher information of a gate on each branch's
+  output) fixes that: 2.62 / 2.17 / 1.85 on SmolLM2. Measuring it the way the draft runs (``local``: the
+  prefix's keys and values are the target's) matters: 1.67 / 1.42 / 1.14 without. Sampled and argmax labels
+  do alike; using the off-diagonal Fisher terms (interactions) or sub-layer selection by bytes did not help.
+- ``"gate_flips"`` (the default) asks the gates the question acceptance asks, whether the greedy token
+  changes: 2.87 / 2.71 on SmolLM2 at 10 / 13 %, and on Qwen2.5-Coder-0.5B 92-93 / 84-89 / 78-80 % one-step
+  agreement against 92-94 / 76-79 / 60-72 % for ``"fisher_gate"``. Its weakness: a first-order estimate,
+  it can pick a contiguous block whose joint removal is far worse than the sum of its parts (SmolLM2 at 20 %:
+  1.01, where ``"fisher_gate"`` gives 1.85); ``skip_ratio="auto"`` measures acceptance and stops before that.
+- Block influence (ShortGPT) is stable but behind: 2.62 / 1.86 / 1.33 on SmolLM2, no better than random on
+  Qwen2.5-Coder-0.5B (79 / 67 / 55 %).
+
 Memory: parameter-space methods never hold a gradient copy: each parameter's squared gradient is folded
 into its branch's running sum by a post-accumulate hook as soon as backward produces it, and the gradient
 is freed there. Only the decoder layers' parameters require grad while profiling; every `requires_grad`
@@ -651,7 +673,8 @@ def _gate_fisher(
     try:
         for p in all_params:
             p.requires_grad_(False)
-        with _progress(len(batches) * samples, "Fisher (branch gates)", progress) as bar:
+        desc = "branch gates (greedy flips)" if labels == "margin" else "branch gates (Fisher)"
+        with _progress(len(batches) * samples, desc, progress) as bar:
             for batch in batches:
                 batch = batch.to(device)
                 mask_holder["loss"] = batch.attention_mask.bool()

@@ -765,9 +765,9 @@ class ProfileResult:
         )
         if self.predicted:
             text += (
-                f"; predicted {self.predicted['speedup']:.2f}x at {self.num_assistant_tokens} tokens/round "
-                f"({self.predicted['acceptance_rate']:.0%} accepted, draft step {self.predicted['draft_cost']:.2f} "
-                "of a target step)"
+                f"; predicted {self.predicted['speedup']:.2f}x drafting {self.num_assistant_tokens} token(s) a round "
+                f"({self.predicted['acceptance_rate']:.0%} accepted, a draft step costs "
+                f"{self.predicted['draft_cost']:.2f} of a target step)"
             )
         times = ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())
         return f"{text} [{times}]"
