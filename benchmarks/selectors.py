@@ -58,6 +58,11 @@ DEFAULT_QUESTIONS = ROOT.parent / "shared" / "data" / "spec_bench" / "question.j
 CALIBRATIONS = ("data-free", "bos", "chat", "raw")
 
 
+def _with_suffix(path: Path, suffix: str) -> Path:
+    """`path` with `suffix` appended (model names hold dots: `Path.with_suffix` would cut them)."""
+    return path.with_name(path.name + suffix)
+
+
 def load_questions(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -244,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
                     rows.append(row)
                     if args.out:  # keep what is done so far
                         args.out.parent.mkdir(parents=True, exist_ok=True)
-                        args.out.with_suffix(".partial.json").write_text(json.dumps(rows, indent=1) + "\n")
+                        _with_suffix(args.out, ".partial.json").write_text(json.dumps(rows, indent=1) + "\n")
                     print(f"{row['calibration']:>9} {spec:<22} {granularity:<8} budget {budget:.2f} "
                           f"(bytes {row['bytes_skipped']:.3f}): accepted/round {result['mean_accepted']:.2f} "
                           f"rate {result['acceptance_rate']:.2f}  [{scores.seconds:.1f}s]", flush=True)
@@ -266,9 +271,9 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(table)
-        args.out.with_suffix(".partial.json").unlink(missing_ok=True)
+        _with_suffix(args.out, ".json").write_text(json.dumps(report, indent=2) + "\n")
+        _with_suffix(args.out, ".md").write_text(table)
+        _with_suffix(args.out, ".partial.json").unlink(missing_ok=True)
 
 
 def time_profile(model, args, command: str) -> None:
@@ -325,7 +330,7 @@ def time_profile(model, args, command: str) -> None:
     print(json.dumps(report, indent=2, default=str))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        _with_suffix(args.out, ".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
 
 
 def markdown(report: dict, budgets: list[float], granularities: list[str]) -> str:
