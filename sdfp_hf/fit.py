@@ -453,7 +453,12 @@ def score_layers(
                 "than float16, or check the calibration data"
             )
     if progress:
+        import sys
+
+        from tqdm.auto import tqdm
+
         logger.info(scores.summary())
+        tqdm.write(f"sdfp-hf: {scores.summary()}", file=sys.stderr)
     return scores
 
 
