@@ -77,7 +77,8 @@ MAIN_CATEGORIES = ("mt_bench", "translation", "summarization", "qa", "math_reaso
 MT_BENCH_CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
 #: The separate draft model used by default for a catalogue target (same tokenizer).
 DEFAULT_DRAFT_MODELS = {"qwen2.5-coder-1.5b": "qwen2.5-coder-0.5b"}
-#: Layer-skip selectors of the harness itself (until the package's profiler provides selectors).
+#: Layer-skip selectors of the harness itself; any scoring method of the profiler (`sdfp_hf.fit.SCORING_METHODS`)
+#: is a selector too, e.g. ``gate_flips:0.2``, or ``gate_flips:auto`` (what `SDFPAssistant.from_target(model)` does).
 SIMPLE_SELECTORS = ("evenly", "last")
 #: Method kinds, in the order they are listed in reports.
 METHOD_KINDS = ("plain", "sdfp", "prompt_lookup", "early_exit", "draft_model")
@@ -232,8 +233,14 @@ class MethodSpec:
 
     def _check(self) -> None:
         if self.kind == "sdfp":
+            from .fit import SCORING_METHODS
+
             selector, ratio = self.arg.split(":")
-            _ratio(ratio, self.arg)
+            selectors = dict.fromkeys(SIMPLE_SELECTORS + SCORING_METHODS)
+            if selector not in selectors:
+                raise ValueError(f"unknown layer selector {selector!r}: choose from {', '.join(selectors)}")
+            if not (ratio == "auto" and selector in SCORING_METHODS):
+                _ratio(ratio, self.arg)
         elif self.kind == "prompt_lookup":
             if not self.arg.isdigit() or int(self.arg) < 1:
                 raise ValueError(f"prompt lookup needs a positive number of tokens, got {self.arg!r}")
@@ -306,9 +313,9 @@ def num_decoder_layers(model: PreTrainedModel) -> int:
 def select_skip_layers(model: PreTrainedModel, selector: str, ratio: float) -> list[int]:
     """The decoder layers an sdfp draft skips, chosen by `selector` for a skip `ratio`.
 
-    This is the one place the harness picks layers. Built in: ``"evenly"`` (evenly spaced, never the
-    first or the last layer) and ``"last"`` (the layers just before the last one). Any other name is
-    looked up among the package's selectors (`sdfp_hf.selection`) once they exist.
+    The harness's own selectors: ``"evenly"`` (evenly spaced, never the first or the last layer) and
+    ``"last"`` (the layers just before the last one). The profiler's scoring methods are run by
+    `build_method` through `SDFPAssistant.from_target`, as a user would.
     """
     num_layers = num_decoder_layers(model)
     k = round(ratio * num_layers)
@@ -321,10 +328,7 @@ def select_skip_layers(model: PreTrainedModel, selector: str, ratio: float) -> l
         return sorted({1 + int((i + 0.5) * (num_layers - 2) / k) for i in range(k)})
     if selector == "last":
         return list(range(num_layers - 1 - k, num_layers - 1))
-    raise ValueError(
-        f"unknown layer selector {selector!r}: the harness offers {', '.join(SIMPLE_SELECTORS)} "
-        "(the profiler's selectors are not available yet)"
-    )
+    raise ValueError(f"unknown layer selector {selector!r}: the harness's own are {', '.join(SIMPLE_SELECTORS)}")
 
 
 @dataclass
@@ -388,12 +392,24 @@ def build_method(
         from .assistant import SDFPAssistant
 
         selector, ratio = spec.arg.split(":")
-        skip = select_skip_layers(model, selector, float(ratio))
-        draft = SDFPAssistant.from_target(model, skip_layers=skip, **_sdfp_kwargs(spec))
+        if selector in SIMPLE_SELECTORS:
+            skip = select_skip_layers(model, selector, float(ratio))
+            draft = SDFPAssistant.from_target(model, skip_layers=skip, **_sdfp_kwargs(spec))
+        else:  # profile with this scoring method, data-free, as `from_target(model)` does
+            skip_ratio = ratio if ratio == "auto" else float(ratio)
+            draft = SDFPAssistant.from_target(model, method=selector, skip_ratio=skip_ratio, **_sdfp_kwargs(spec))
         method.draft = draft
         method.generate_kwargs = {"assistant_model": draft}
         method.settings = [(draft.generation_config, {k: getattr(draft.generation_config, k) for k in _ASSISTANT_SETTINGS})]
-        method.info = {"skip_layers": skip, "num_layers": num_decoder_layers(model), "selector": selector, "ratio": float(ratio)}
+        mask = draft.sdfp_config
+        method.info = {
+            "skip_layers": list(mask.skip_layers),
+            **({"skip_attention": list(mask.skip_attention)} if mask.skip_attention else {}),
+            **({"skip_mlp": list(mask.skip_mlp)} if mask.skip_mlp else {}),
+            "num_layers": num_decoder_layers(model),
+            "selector": selector,
+            "ratio": ratio if ratio == "auto" else float(ratio),
+        }
         drafting = getattr(draft, "drafting", None)
         if drafting is not None:
             import dataclasses
@@ -444,8 +460,15 @@ def _sdfp_kwargs(spec: MethodSpec) -> dict[str, Any]:
 
     from .assistant import SDFPAssistant
 
-    taken = {"cls", "model", "skip_layers", "skip_attention", "skip_mlp", "mask", "drafting"}
-    direct = [p for p in inspect.signature(SDFPAssistant.from_target).parameters if p not in taken]
+    from .selection import profile
+
+    taken = {"cls", "model", "skip_layers", "skip_attention", "skip_mlp", "mask", "drafting", "profile_kwargs",
+             "calibration", "method", "skip_ratio"}
+    direct = [
+        p
+        for p in (*inspect.signature(SDFPAssistant.from_target).parameters, *inspect.signature(profile).parameters)
+        if p not in taken and p != "score_kwargs"
+    ]
     try:
         from .generation import DraftingOptions
     except ImportError:
@@ -1344,7 +1367,8 @@ def build_parser(prog: str | None = None, *, default_out_dir: str = "benchmark-r
         "draft model on Spec-Bench prompts, interleaved in one process. Writes JSON, Markdown and a PNG chart.",
         epilog="Method specs: --sdfp SELECTOR:RATIO[:key=value,...] (selectors: "
         + ", ".join(SIMPLE_SELECTORS)
-        + "; options are SDFPAssistant.from_target keyword arguments), --prompt-lookup N[:max_matching_ngram_size=K], "
+        + ", or a profiler scoring method such as gate_flips, whose RATIO may be 'auto'; options are "
+        "SDFPAssistant.from_target keyword arguments and DraftingOptions fields), --prompt-lookup N[:max_matching_ngram_size=K], "
         "--early-exit LAYER_OR_FRACTION[:num_assistant_tokens=N,...], --draft-model MODEL[:num_assistant_tokens=N,...]. "
         "Each may be repeated. With none of them, the defaults run: plain, sdfp evenly:0.25, prompt lookup 10, "
         "early exit at half the layers, and the catalogue's separate draft model where there is one "

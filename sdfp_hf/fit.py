@@ -33,7 +33,7 @@ Methods (`SCORING_METHODS`):
   uniform scores; the last layers lowest, i.e. early exit; a low-discrepancy order so that any number of
   lowest scores is spread evenly over the depth).
 
-Which is the default, and why (measured, `benchmarks/selectors.py`, results in `benchmarks/results/`):
+Which is the default, and why (measured, `benchmarks/compare_selectors.py`, results in `benchmarks/results/`):
 the draft's acceptance at equal draft cost (the same fraction of the decoder layers' bytes skipped), by exact
 replay of greedy speculative decoding on Spec-Bench prompts in the chat template, data-free calibration.
 

@@ -117,24 +117,30 @@ class DraftingOptions:
 
     Args:
         prompt_lookup (`int`, defaults to 3):
-            Before drafting, look for the last `prompt_lookup` .. `lookup_min_ngram` tokens earlier in the
-            context and, on a match, propose what followed them (prompt lookup: free, no draft forward).
+            Look for the last `prompt_lookup` .. `lookup_min_ngram` tokens earlier in the context and, on a
+            match, propose what followed them (prompt lookup: free, no draft forward). With `adaptive`,
+            each round takes whichever of lookup and draft is predicted to yield more tokens per second.
             0 disables it.
-        lookup_min_ngram (`int`, defaults to 2): shortest n-gram that counts as a match.
+        lookup_min_ngram (`int`, defaults to 1): shortest n-gram that counts as a match.
         lookup_tokens (`int`, defaults to 10): most tokens proposed from a lookup match.
         adaptive (`bool`, defaults to `True`):
-            Choose each round's draft and lookup lengths from measured acceptance (of each source) and
-            measured times (a draft step, a verification step and what each extra verified token adds),
-            drafting nothing when that does not pay (with a one-token probe every `probe_every` rounds
-            to notice when it pays again). Replaces the draft length schedule.
+            Choose each round's source and length from measured acceptance (of the draft and of lookup
+            matches of each n-gram order) and measured times (a draft step, a verification step and what
+            each extra verified token adds), proposing nothing when that does not pay (with a one-token
+            draft probe every `probe_every` rounds to notice when drafting pays again). Replaces the
+            draft length schedule. Without it: lookup when it matches, else a draft of the generation
+            config's length.
         probe_every (`int`, defaults to 32).
+        extend_drafts (`bool`, defaults to `True`): with `adaptive` and `prompt_lookup`, append to a draft
+            chain what followed its last tokens earlier in the context, when the planner predicts it pays.
     """
 
     prompt_lookup: int = 3
-    lookup_min_ngram: int = 2
+    lookup_min_ngram: int = 1
     lookup_tokens: int = 10
     adaptive: bool = True
     probe_every: int = 32
+    extend_drafts: bool = True
 
 
 def _draw(probs: torch.Tensor) -> torch.LongTensor:
@@ -142,11 +148,13 @@ def _draw(probs: torch.Tensor) -> torch.LongTensor:
     return torch.multinomial(probs, num_samples=1)
 
 
-def prompt_lookup(input_ids: torch.LongTensor, max_ngram: int, min_ngram: int, num_tokens: int) -> torch.LongTensor | None:
+def prompt_lookup(
+    input_ids: torch.LongTensor, max_ngram: int, min_ngram: int, num_tokens: int
+) -> tuple[torch.LongTensor, int] | None:
     """The tokens that followed the most recent earlier occurrence of the sequence's last n-gram.
 
-    Tries n from `max_ngram` down to `min_ngram`; returns up to `num_tokens` tokens of shape `(1, n)`,
-    or None without a match.
+    Tries n from `max_ngram` down to `min_ngram`; returns up to `num_tokens` tokens of shape `(1, k)` with
+    the order n of the match, or None without a match.
     """
     sequence = input_ids[0]
     length = sequence.shape[0]
@@ -155,7 +163,7 @@ def prompt_lookup(input_ids: torch.LongTensor, max_ngram: int, min_ngram: int, n
         hits = (windows == sequence[length - n :]).all(dim=1).nonzero()
         if hits.numel():
             start = int(hits[-1]) + n
-            return sequence[start : start + num_tokens].unsqueeze(0)
+            return sequence[start : start + num_tokens].unsqueeze(0), n
     return None
 
 
@@ -185,12 +193,13 @@ class _Acceptance:
 
 
 class _RoundPlanner:
-    """Chooses how many tokens to propose each round, from measurements taken during generation.
+    """Chooses each round's proposal source and length, from measurements taken during generation.
 
     A round proposing n tokens takes T_verify(n) = T0 + n * beta (beta is near 0 where verification is
-    memory-bound: GPUs, bf16 on CPUs; it is not in fp32 on CPUs) plus, for the draft, n * T_draft. It
-    yields `expected_tokens(n)`. Each round picks the n that maximises tokens per second; n = 0 is plain
-    decoding.
+    memory-bound: GPUs, bf16 on CPUs; it is not in fp32 on CPUs) plus, for the draft, n * T_draft; a
+    lookup costs nothing to propose. It yields `expected_tokens(n)` under the source's acceptance (the
+    draft's, or that of lookup matches of the same n-gram order). Each round takes the source and n
+    that maximise tokens per second; proposing nothing is plain decoding.
     """
 
     DECAY = 0.9
@@ -198,54 +207,88 @@ class _RoundPlanner:
     def __init__(self, max_draft: int, max_lookup: int, probe_every: int):
         self.max_draft, self.max_lookup, self.probe_every = max_draft, max_lookup, probe_every
         self.draft = _Acceptance(self.DECAY)
-        self.lookup = _Acceptance(self.DECAY)
+        self.lookups: dict[int, _Acceptance] = {}  # by n-gram order of the match
         self.base_seconds: float | None = None  # T0: a verification of one token
         self.per_token_seconds = 0.0  # beta
         self.draft_seconds: float | None = None  # T_draft
         self.rounds_since_draft = 0
 
+    def lookup(self, order: int) -> _Acceptance:
+        return self.lookups.setdefault(order, _Acceptance(self.DECAY))
+
     def _mean(self, old: float | None, new: float) -> float:
         return new if old is None else self.DECAY * old + (1 - self.DECAY) * new
 
-    def record(self, source: str, proposed: int, accepted: int, verify_seconds: float, draft_seconds: float) -> None:
+    def record(
+        self,
+        source: str,
+        proposed: int,
+        accepted: int,
+        verify_seconds: float,
+        draft_seconds: float,
+        order: int = 0,
+        verified: int | None = None,
+    ) -> None:
+        """Record a finished round of `proposed` tokens from `source` (lookup: a match of n-gram `order`).
+
+        `verified` is the number of candidates the target verified, when more than `proposed` (a draft
+        chain extended by a lookup).
+        """
         if source == "prefill":  # the target's pass over the prompt says nothing about a decoding step
             return
-        if proposed == 0:
+        verified = proposed if verified is None else verified
+        if verified == 0:
             self.base_seconds = self._mean(self.base_seconds, verify_seconds)
         elif self.base_seconds is not None:
-            extra = max(0.0, (verify_seconds - self.base_seconds) / proposed)
+            extra = max(0.0, (verify_seconds - self.base_seconds) / verified)
             self.per_token_seconds = self._mean(self.per_token_seconds, extra)
         if source == "lookup":
-            self.lookup.record(proposed, accepted)
+            self.lookup(order).record(proposed, accepted)
+        if source != "draft" or not proposed:
+            self.rounds_since_draft += 1
             return
-        self.rounds_since_draft = 0 if proposed else self.rounds_since_draft + 1
-        if proposed:
-            if self.base_seconds is None:  # no plain round yet: take this one as the base
-                self.base_seconds = verify_seconds
-            self.draft_seconds = self._mean(self.draft_seconds, draft_seconds / proposed)
-            self.draft.record(proposed, accepted)
+        self.rounds_since_draft = 0
+        if self.base_seconds is None:  # no plain round yet: take this one as the base
+            self.base_seconds = verify_seconds
+        self.draft_seconds = self._mean(self.draft_seconds, draft_seconds / proposed)
+        self.draft.record(proposed, accepted)
 
-    def _best(self, acceptance: _Acceptance, limit: int, step_seconds: float) -> int:
-        best, best_rate = 0, 1.0 / self.base_seconds
+    def _best(self, acceptance: _Acceptance, limit: int, step_seconds: float) -> tuple[int, float]:
+        """The n in 1..limit with the most tokens per second, and that rate."""
+        best, best_rate = 0, 0.0
         for n in range(1, limit + 1):
             seconds = self.base_seconds + n * (self.per_token_seconds + step_seconds)
             rate = acceptance.expected_tokens(n) / seconds
             if rate > best_rate:
                 best, best_rate = n, rate
-        return best
+        return best, best_rate
 
-    def lookup_length(self) -> int:
+    def plan(self, lookup_order: int | None) -> tuple[str, int]:
+        """This round's source and length: ``("lookup" | "draft" | "none", n)``.
+
+        Args:
+            lookup_order (`int`, *optional*): n-gram order of this round's lookup match, if any.
+        """
+        if self.base_seconds is None:  # nothing measured yet
+            return ("lookup", self.max_lookup) if lookup_order else ("draft", self.max_draft)
+        choices = [("none", 0, 1.0 / self.base_seconds)]
+        if lookup_order:
+            choices.append(("lookup", *self._best(self.lookup(lookup_order), self.max_lookup, 0.0)))
+        if self.draft_seconds is None:  # never drafted: try it
+            choices.append(("draft", self.max_draft, float("inf")))
+        else:
+            choices.append(("draft", *self._best(self.draft, self.max_draft, self.draft_seconds)))
+        source, length, _ = max(choices, key=lambda choice: choice[2])
+        if source != "draft" and self.rounds_since_draft >= self.probe_every:
+            return "draft", 1  # a probe, to notice when drafting pays again
+        return source, length
+
+    def extension_length(self, order: int) -> int:
+        """How many tokens of a lookup match to append to a draft chain (0 when they do not pay)."""
         if self.base_seconds is None:
             return self.max_lookup
-        return max(1, self._best(self.lookup, self.max_lookup, 0.0))
-
-    def draft_length(self) -> int:
-        if self.draft_seconds is None or self.base_seconds is None:
-            return self.max_draft
-        best = self._best(self.draft, self.max_draft, self.draft_seconds)
-        if best == 0 and self.rounds_since_draft >= self.probe_every:
-            return 1
-        return best
+        length, rate = self._best(self.lookup(order), self.max_lookup, 0.0)
+        return length if rate > 1.0 / self.base_seconds else 0
 
 
 class SDFPCandidateGenerator(AssistedCandidateGenerator):
@@ -272,6 +315,8 @@ class SDFPCandidateGenerator(AssistedCandidateGenerator):
             else None
         )
         self._round: tuple[str, float, float] | None = None  # (source, draft seconds, time candidates left)
+        self._lookup_order = 0  # n-gram order of this round's lookup match
+        self._extension = (0, 0)  # (tokens, n-gram order) of a lookup appended to this round's draft chain
 
     def get_candidates(
         self,
@@ -301,25 +346,53 @@ class SDFPCandidateGenerator(AssistedCandidateGenerator):
         return candidates, logits
 
     def _propose(self, input_ids, model_kwargs, is_first_iteration):
+        """This round's candidates: ``(candidate_ids, candidate_logits, source)``; sets `self._extension`."""
+        self._extension = (0, 0)
         target_cache = None if model_kwargs is None else model_kwargs.get("cache")
         if is_first_iteration or target_cache is None:
             return input_ids, None, "prefill"
         budget = self.main_model_max_length - input_ids.shape[1] - 1
         if budget <= 0:
             return input_ids, None, "none"
-        if self.options.prompt_lookup:
-            lookup_length = self.planner.lookup_length() if self.planner else self.options.lookup_tokens
-            found = prompt_lookup(
-                input_ids, self.options.prompt_lookup, self.options.lookup_min_ngram, min(lookup_length, budget)
-            )
-            if found is not None and found.shape[1]:
-                return torch.cat([input_ids, found], dim=-1), None, "lookup"
-        length = self.planner.draft_length() if self.planner else int(self.num_assistant_tokens)
+        match = self._lookup(input_ids, self.options.lookup_tokens)
+        order = match[1] if match else None
+        if self.planner is not None:
+            source, length = self.planner.plan(order)
+        else:
+            source, length = ("lookup", self.options.lookup_tokens) if match else ("draft", int(self.num_assistant_tokens))
         length = min(length, budget)
-        if length <= 0:
+        if source == "none" or length <= 0:
             return input_ids, None, "none"
+        if source == "lookup":
+            self._lookup_order = order
+            return torch.cat([input_ids, match[0][:, :length]], dim=-1), None, "lookup"
         candidates, logits = self._draft(input_ids, target_cache, model_kwargs.get("attention_mask"), length)
-        return candidates, logits, "draft"
+        return (*self._extend(candidates, logits, budget - (candidates.shape[1] - input_ids.shape[1])), "draft")
+
+    def _lookup(self, input_ids, num_tokens):
+        if not self.options.prompt_lookup:
+            return None
+        return prompt_lookup(input_ids, self.options.prompt_lookup, self.options.lookup_min_ngram, num_tokens)
+
+    def _extend(self, candidates, logits, budget):
+        """Append to a draft chain what followed its last tokens earlier in the context, when that pays.
+
+        The appended tokens carry one-hot logits (a point-mass q), which speculative sampling handles
+        exactly like any draft distribution.
+        """
+        if self.planner is None or not self.options.extend_drafts or budget <= 0:
+            return candidates, logits
+        match = self._lookup(candidates, self.options.lookup_tokens)
+        if match is None:
+            return candidates, logits
+        tokens, order = match
+        tokens = tokens[:, : min(self.planner.extension_length(order), budget)]
+        if not tokens.shape[1]:
+            return candidates, logits
+        self._extension = (tokens.shape[1], order)
+        point_mass = torch.full((1, tokens.shape[1], logits.shape[-1]), float("-inf"), dtype=logits.dtype)
+        point_mass.scatter_(2, tokens.unsqueeze(-1).to(point_mass.device), 0.0)
+        return torch.cat([candidates, tokens], dim=-1), torch.cat([logits, point_mass.to(logits.device)], dim=1)
 
     def _draft(self, input_ids, target_cache, attention_mask, max_new_tokens):
         length = input_ids.shape[1]
@@ -356,11 +429,20 @@ class SDFPCandidateGenerator(AssistedCandidateGenerator):
         """Record the round's statistics and adapt the draft length."""
         source, draft_seconds, left = self._round or ("none", 0.0, time.perf_counter())
         verify_seconds = time.perf_counter() - left
-        drafted, accepted = scores.shape[1] - 1, int(num_matches)
+        proposed, accepted = scores.shape[1] - 1, int(num_matches)
         if self.planner is not None:
-            self.planner.record(source, drafted, accepted, verify_seconds, draft_seconds)
-        if drafted == 0:
+            if source == "lookup":
+                self.planner.record(source, proposed, accepted, verify_seconds, 0.0, order=self._lookup_order)
+            else:
+                extended, order = self._extension
+                drafted = proposed - extended
+                self.planner.record(
+                    source, drafted, min(accepted, drafted), verify_seconds, draft_seconds, verified=proposed
+                )
+                if extended and accepted >= drafted:  # the appended lookup tokens were reached
+                    self.planner.lookup(order).record(extended, accepted - drafted)
+        if proposed == 0:
             return
-        self.stats.record(drafted, accepted, source)
+        self.stats.record(proposed, accepted, source)
         if source == "draft" and self.planner is None:
             super().update_candidate_strategy(input_ids, scores, num_matches)

@@ -153,16 +153,19 @@ def _exact_distribution(model, ids, steps):
     return probs
 
 
-def _sampled_continuations_p_value(model, draft, ids, steps, draws):
-    """Chi-square p-value of `draws` sampled continuations against the target's exact distribution."""
+def _sampled_continuations_p_value(model, draft, ids, steps, draws, extra_steps=0):
+    """Chi-square p-value of `draws` sampled continuations against the target's exact distribution.
+
+    Generates `steps + extra_steps` tokens and tests the first `steps` (their marginal is the same).
+    """
     vocab = model.config.vocab_size
     counts = torch.zeros(vocab**steps)
     torch.manual_seed(0)
     for _ in range(draws):
-        out = model.generate(ids, max_new_tokens=steps, min_new_tokens=steps, do_sample=True, top_k=0,
-                             assistant_model=draft)
+        out = model.generate(ids, max_new_tokens=steps + extra_steps, min_new_tokens=steps + extra_steps,
+                             do_sample=True, top_k=0, assistant_model=draft)
         index = 0
-        for t in out[0, ids.shape[1]:].tolist():
+        for t in out[0, ids.shape[1] : ids.shape[1] + steps].tolist():
             index = index * vocab + t
         counts[index] += 1
     expected = _exact_distribution(model, ids, steps) * draws
@@ -202,6 +205,28 @@ def test_sampling_keeps_the_target_distribution(monkeypatch):
     # breaks speculative sampling's correction; the same test must reject it.
     monkeypatch.setattr(sdfp_generation, "_draw", lambda probs: probs.argmax(-1, keepdim=True))
     assert _sampled_continuations_p_value(model, draft, ids, steps, draws) < 1e-3
+
+
+def test_sampling_with_lookup_appended_to_draft_chains_keeps_the_target_distribution(monkeypatch):
+    """Draft chains extended by a lookup (point-mass q for the appended tokens) stay exact."""
+    vocab, steps, draws = 5, 3, 1200
+    torch.manual_seed(3)
+    model = LlamaForCausalLM_tiny(vocab)
+    monkeypatch.setattr(sdfp_generation._RoundPlanner, "plan", lambda self, order: ("draft", 1))
+    monkeypatch.setattr(sdfp_generation._RoundPlanner, "extension_length", lambda self, order: 2)
+    extended = []
+    real_extend = sdfp_generation.SDFPCandidateGenerator._extend
+
+    def spy(self, *args):
+        out = real_extend(self, *args)
+        extended.append(self._extension[0])
+        return out
+
+    monkeypatch.setattr(sdfp_generation.SDFPCandidateGenerator, "_extend", spy)
+    draft = SDFPAssistant.from_target(model, skip_layers=[1, 2], assistant_confidence_threshold=0.0)
+    ids = torch.tensor([[3, 1, 4, 1]])
+    assert _sampled_continuations_p_value(model, draft, ids, steps, draws, extra_steps=3) > 1e-3
+    assert sum(n > 0 for n in extended) > draws // 2  # most rounds did append lookup tokens
 
 
 def LlamaForCausalLM_tiny(vocab):

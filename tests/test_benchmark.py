@@ -13,6 +13,7 @@ from sdfp_hf.benchmark import (
     MAIN_CATEGORIES,
     BenchmarkConfig,
     MethodSpec,
+    build_method,
     Prompt,
     RoundRecorder,
     build_parser,
@@ -166,6 +167,20 @@ def test_simple_selectors():
         select_skip_layers(model, "magic", 0.25)
     with pytest.raises(ValueError, match="skips 0"):
         select_skip_layers(model, "evenly", 0.01)
+    with pytest.raises(ValueError, match="unknown layer selector 'magic'"):
+        MethodSpec.parse("sdfp", "magic:0.25")
+    with pytest.raises(ValueError, match="not a number"):
+        MethodSpec.parse("sdfp", "evenly:auto")  # only the profiler chooses a ratio
+
+
+def test_profiler_selectors_profile_the_model_as_from_target_does():
+    model = tiny_model("llama")
+    spec = MethodSpec.parse("sdfp", "gate_flips:0.34:num_sequences=2,sequence_length=8,progress=false")
+    method = build_method(spec, model, dtype="fp32")
+    expected = SDFPAssistant.from_target(model, method="gate_flips", skip_ratio=0.34, num_sequences=2,
+                                         sequence_length=8, progress=False)
+    assert method.info["skip_layers"] == list(expected.sdfp_config.skip_layers) and len(method.info["skip_layers"]) == 2
+    assert method.info["selector"] == "gate_flips" and method.build_time_s > 0
 
 
 # ------------------------------------------------------------------------------------------------- prompts
@@ -398,13 +413,13 @@ def test_a_method_that_fails_is_recorded_not_fatal():
 
     config = BenchmarkConfig(
         model="tiny", dtype="float32", per_category=1, categories=("qa",), max_new_tokens=4, threads=1,
-        warmup_tokens=2, methods=[MethodSpec("plain"), MethodSpec.parse("sdfp", "magic:0.3")],
+        warmup_tokens=2, methods=[MethodSpec("plain"), MethodSpec.parse("sdfp", "evenly:0.9")],
     )
     result = run_benchmark(
         config, model=model, tokenizer=tiny_tokenizer(), prompts=[Prompt(0, "qa", "qa", "hello")], log=lambda _: None
     )
-    failed = {m["name"]: m["error"] for m in result["methods"]}["sdfp:magic:0.3"]
-    assert "unknown layer selector 'magic'" in failed
+    failed = {m["name"]: m["error"] for m in result["methods"]}["sdfp:evenly:0.9"]
+    assert "it must skip 1..4" in failed
     assert [r["method"] for r in result["runs"]] == ["plain"]
     assert "**build failed" in markdown_report(result)
 

@@ -15,45 +15,79 @@ def ids(*tokens):
     return torch.tensor([tokens])
 
 
+def lookup(sequence, max_ngram, min_ngram, num_tokens):
+    match = prompt_lookup(sequence, max_ngram, min_ngram, num_tokens)
+    return None if match is None else (match[0].tolist(), match[1])
+
+
 def test_prompt_lookup_proposes_what_followed_the_last_ngram():
     # "5 6" occurred twice before; the most recent occurrence is followed by 9 9 4.
     sequence = ids(5, 6, 7, 8, 1, 5, 6, 9, 9, 4, 2, 5, 6)
-    assert prompt_lookup(sequence, 3, 2, 10).tolist() == [[9, 9, 4, 2, 5, 6]]
-    assert prompt_lookup(sequence, 3, 2, 2).tolist() == [[9, 9]]
+    assert lookup(sequence, 3, 2, 10) == ([[9, 9, 4, 2, 5, 6]], 2)
+    assert lookup(sequence, 3, 2, 2) == ([[9, 9]], 2)
     # A longer n-gram wins over a more recent shorter one.
     sequence = ids(1, 2, 3, 7, 9, 2, 3, 8, 1, 2, 3)
-    assert prompt_lookup(sequence, 3, 2, 1).tolist() == [[7]]
-    assert prompt_lookup(ids(1, 2, 3, 4, 5), 3, 2, 4) is None
-    assert prompt_lookup(ids(1, 2, 3, 1), 3, 2, 4) is None  # one-token matches are below min_ngram
-    assert prompt_lookup(ids(1, 2, 3, 1), 3, 1, 4).tolist() == [[2, 3, 1]]
+    assert lookup(sequence, 3, 2, 1) == ([[7]], 3)
+    assert lookup(ids(1, 2, 3, 4, 5), 3, 1, 4) is None
+    assert lookup(ids(1, 2, 3, 1), 3, 2, 4) is None  # one-token matches are below min_ngram
+    assert lookup(ids(1, 2, 3, 1), 3, 1, 4) == ([[2, 3, 1]], 1)
 
 
-def test_planner_follows_acceptance_and_cost():
-    planner = _RoundPlanner(max_draft=8, max_lookup=10, probe_every=4)
-    assert (planner.draft_length(), planner.lookup_length()) == (8, 10)  # nothing measured yet
+def measured_planner(max_draft=8, max_lookup=10, probe_every=32, per_token=0.0):
+    planner = _RoundPlanner(max_draft=max_draft, max_lookup=max_lookup, probe_every=probe_every)
     planner.record("none", 0, 0, verify_seconds=1.0, draft_seconds=0.0)
+    planner.per_token_seconds = per_token
+    return planner
+
+
+def test_planner_follows_draft_acceptance_and_cost():
+    planner = _RoundPlanner(max_draft=8, max_lookup=10, probe_every=4)
+    assert planner.plan(None) == ("draft", 8) and planner.plan(2) == ("lookup", 10)  # nothing measured yet
+    planner.record("none", 0, 0, verify_seconds=1.0, draft_seconds=0.0)
+    assert planner.plan(None) == ("draft", 8)  # the draft is tried before it is judged
     for _ in range(30):  # a cheap draft whose tokens are all accepted
         planner.record("draft", 4, 4, verify_seconds=1.0, draft_seconds=4 * 0.1)
-    assert planner.draft_length() == 8
+    assert planner.plan(None) == ("draft", 8)
     for _ in range(30):  # an expensive draft that is always rejected
         planner.record("draft", 2, 0, verify_seconds=1.0, draft_seconds=2 * 0.8)
-    assert planner.draft_length() == 0
+    assert planner.plan(None) == ("none", 0)
     planner.rounds_since_draft = 4
-    assert planner.draft_length() == 1  # a probe, to notice when drafting pays again
+    assert planner.plan(None) == ("draft", 1)  # a probe, to notice when drafting pays again
     for _ in range(30):  # middling: a = 0.6 with a cost ratio of 0.3
         planner.record("draft", 5, 3, verify_seconds=1.0, draft_seconds=5 * 0.3)
-    assert 1 <= planner.draft_length() <= 4
+    source, length = planner.plan(None)
+    assert source == "draft" and 1 <= length <= 4
+
+
+def test_planner_weighs_lookup_against_the_draft_by_match_order():
+    planner = measured_planner()
+    for _ in range(30):
+        planner.record("draft", 4, 2, verify_seconds=1.0, draft_seconds=4 * 0.2)  # a = 0.67, cost 0.2
+        planner.record("lookup", 10, 6, verify_seconds=1.0, draft_seconds=0.0, order=3)  # long matches pay
+        planner.record("lookup", 10, 0, verify_seconds=1.0, draft_seconds=0.0, order=1)  # one-token ones do not
+    assert planner.plan(3) == ("lookup", 10)
+    assert planner.plan(1)[0] == "draft"
+    assert planner.plan(None)[0] == "draft"
 
 
 def test_planner_shortens_lookups_when_verification_width_costs():
-    free = _RoundPlanner(max_draft=4, max_lookup=10, probe_every=32)
-    costly = _RoundPlanner(max_draft=4, max_lookup=10, probe_every=32)
-    for planner, per_token in ((free, 0.0), (costly, 0.15)):
-        planner.record("none", 0, 0, verify_seconds=1.0, draft_seconds=0.0)
+    free, costly = measured_planner(), measured_planner(per_token=0.15)
+    for planner in (free, costly):
         for _ in range(30):  # lookups of 10 tokens of which 1 is accepted
-            planner.record("lookup", 10, 1, verify_seconds=1.0 + 10 * per_token, draft_seconds=0.0)
-    assert free.lookup_length() == 10
-    assert 1 <= costly.lookup_length() <= 3
+            planner.record("lookup", 10, 1, verify_seconds=1.0 + 10 * planner.per_token_seconds,
+                           draft_seconds=0.0, order=2)
+        for _ in range(30):  # a draft that never pays
+            planner.record("draft", 1, 0, verify_seconds=1.0 + planner.per_token_seconds, draft_seconds=0.9)
+    assert free.plan(2) == ("lookup", 10) and free.extension_length(2) == 10
+    source, length = costly.plan(2)
+    assert source == "lookup" and 1 <= length <= 3
+
+
+def test_extension_length_is_zero_when_lookup_does_not_pay():
+    planner = measured_planner(per_token=0.3)
+    for _ in range(30):
+        planner.record("lookup", 4, 0, verify_seconds=2.2, draft_seconds=0.0, order=1)
+    assert planner.extension_length(1) == 0
 
 
 def test_a_useless_draft_stops_being_used():

@@ -14,22 +14,16 @@ For one target model, this program
 
 It prints a table and writes ``<out>.json`` (every number, the command, the machine) and ``<out>.md``.
 
-    python benchmarks/selectors.py --model smollm2-135m --out benchmarks/results/selectors_smollm2-135m
+    python benchmarks/compare_selectors.py --model smollm2-135m --out benchmarks/results/selectors_smollm2-135m
 """
 
 from __future__ import annotations
-
-import sys
-
-# Run as a script, this file's folder comes first on sys.path, where this file would shadow the standard
-# library's `selectors` module (imported by `subprocess`, hence by torch): take the folder off the path.
-if sys.path and sys.path[0] == __import__("os").path.dirname(__import__("os").path.abspath(__file__)):
-    sys.path.pop(0)
 
 import argparse
 import json
 import platform
 import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -175,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    command = "python benchmarks/selectors.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python benchmarks/compare_selectors.py " + shlex.join(argv if argv is not None else sys.argv[1:])
 
     dtype = getattr(torch, args.dtype)
     model, tokenizer = load_model(args.model, dtype=dtype)
