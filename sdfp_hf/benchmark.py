@@ -7,8 +7,8 @@ Methods are interleaved per prompt, in an order that rotates from prompt to prom
 a shared machine hits all of them alike; each is warmed up first. Timings are only ever compared as
 ratios measured in the same run.
 
-Per method and per Spec-Bench category it reports the speedup over plain decoding (ratio of total
-times), tokens per second, accepted tokens per round, acceptance rate, the draft length used, how many
+Per method and per Spec-Bench category it reports the speedup over plain decoding (ratio of
+throughputs, total tokens over total time, as Spec-Bench defines it), tokens per second, accepted tokens per round, acceptance rate, the draft length used, how many
 outputs are token-identical to plain decoding, the time to build the draft, the extra bytes the draft
 holds (weights, by storage; speculative cache entries) and peak RSS. Rounds are counted the same way for
 every method, by wrapping `update_candidate_strategy` of transformers' candidate generators while a run
@@ -1194,7 +1194,7 @@ def markdown_report(result: dict[str, Any]) -> str:
     if result.get("command"):
         lines += ["Command:", "", "```", result["command"], "```", ""]
 
-    lines += ["Speedup over plain decoding (ratio of total wall-clock times, same prompts, interleaved):", ""]
+    lines += ["Speedup over plain decoding (ratio of throughputs: total new tokens over total wall-clock time; same prompts, interleaved):", ""]
     lines += ["| method | " + " | ".join(categories) + " |", "| --- |" + " ---: |" * len(categories)]
     for name, per_cat in summary.items():
         lines.append(f"| {name} | " + " | ".join(_fmt(per_cat.get(c, {}).get("speedup"), ".2f", "x") for c in categories) + " |")
@@ -1395,6 +1395,11 @@ def build_parser(prog: str | None = None, *, default_out_dir: str = "benchmark-r
     p.add_argument("--name", default=None, help="file name stem (default: MODEL_DTYPE_NxTOKENS)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
     p.add_argument(
+        "--report-from", metavar="RESULT.json", default=None,
+        help="run nothing: recompute the figures of a written result from its measurements and rewrite its "
+        "JSON, Markdown and chart",
+    )
+    p.add_argument(
         "--replay", action="store_true",
         help="also replay each sdfp draft's exact acceptance for every --replay-tokens x --replay-thresholds (no timing)",
     )
@@ -1438,6 +1443,17 @@ def config_from_args(args: argparse.Namespace, command: str | None = None) -> Be
     )
 
 
+def _report_again(path: Path, command: str, *, plot: bool) -> int:
+    """Recompute the figures of a written result from its measurements and rewrite its reports."""
+    result = json.loads(path.read_text(encoding="utf-8"))
+    result["summary"] = summarize(result)
+    result["report_command"] = command
+    stem = path.name.removesuffix(".json")
+    write_outputs(result, path.parent, stem=stem, plot=plot)
+    print(markdown_report(result))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None, default_out_dir: str = "benchmark-results") -> int:
     """Run the benchmark from the command line; print the Markdown report and where the files went."""
     parser = build_parser(prog, default_out_dir=default_out_dir)
@@ -1445,6 +1461,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None, default_
     argv = list(sys.argv[1:] if argv is None else argv)
     program = shlex.split(prog) if prog else [Path(sys.argv[0]).as_posix()]
     command = shlex.join([*(["python"] if program[0].endswith(".py") else []), *program, *argv])
+    if args.report_from:
+        return _report_again(Path(args.report_from), command, plot=not args.no_plot)
     try:
         config = config_from_args(args, command)
         load_prompts(config.questions, per_category=config.per_category, categories=config.categories)

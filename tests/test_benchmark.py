@@ -13,9 +13,9 @@ from sdfp_hf.benchmark import (
     MAIN_CATEGORIES,
     BenchmarkConfig,
     MethodSpec,
-    build_method,
     Prompt,
     RoundRecorder,
+    build_method,
     build_parser,
     cache_nbytes,
     config_from_args,
@@ -23,6 +23,7 @@ from sdfp_hf.benchmark import (
     default_stem,
     extra_weight_bytes,
     load_prompts,
+    main,
     markdown_report,
     run_benchmark,
     select_skip_layers,
@@ -53,7 +54,7 @@ def _result(runs, methods=("plain", "spec")):
     return {"methods": [{"name": m} for m in methods], "runs": runs}
 
 
-def test_speedup_is_the_ratio_of_total_times():
+def test_speedup_is_the_ratio_of_total_throughputs():
     runs = [
         _run("plain", 1, "qa", 4.0, [1, 2, 3, 4]),
         _run("spec", 1, "qa", 1.0, [1, 2, 3, 4], drafted=[3], accepted=[3]),
@@ -70,6 +71,15 @@ def test_speedup_is_the_ratio_of_total_times():
     assert summary["plain"]["all"]["speedup"] == 1.0
     assert summary["plain"]["all"]["tokens_per_s"] == pytest.approx(7 / 12.0)
     assert list(summary["spec"]) == ["qa", "rag", "all"]
+
+
+def test_speedup_stays_fair_when_an_output_stops_at_another_length():
+    runs = [
+        _run("plain", 1, "qa", 2.0, [1, 2]),  # plain stopped early (end of sequence)
+        _run("spec", 1, "qa", 4.0, [1, 3, 4, 5, 6, 7, 8, 9], drafted=[3], accepted=[1]),  # drifted, ran on
+    ]
+    summary = summarize(_result(runs))
+    assert summary["spec"]["qa"]["speedup"] == pytest.approx((8 / 4.0) / (2 / 2.0))  # 2x the throughput
 
 
 def test_acceptance_from_known_round_counts():
@@ -406,6 +416,16 @@ def test_result_shape_and_files(tiny_result, tmp_path):
     md = paths["md"].read_text()
     assert "| sdfp:evenly:0.34 |" in md and "pytest" in md
     assert markdown_report(tiny_result) == md
+
+    # --report-from recomputes the figures from the file's measurements and rewrites the reports
+    stale = dict(stored, summary={})
+    paths["json"].write_text(json.dumps(stale))
+    paths["md"].unlink()
+    assert main(["--report-from", str(paths["json"]), "--no-plot"]) == 0
+    rewritten = json.loads(paths["json"].read_text())
+    assert rewritten["summary"] == json.loads(json.dumps(tiny_result["summary"]))
+    assert rewritten["command"] == "pytest" and "--report-from" in rewritten["report_command"]
+    assert paths["md"].read_text().startswith(md.split("\n")[0])
 
 
 def test_a_method_that_fails_is_recorded_not_fatal():

@@ -40,8 +40,9 @@ _CITATION = """\
 _DESCRIPTION = """\
 Figures of speculative (assisted) decoding over a set of generations, each one paired with plain
 decoding of the same prompt on the same machine: the draft's acceptance rate, the mean number of draft
-tokens accepted per verification round, the wall-clock speedup over plain decoding (ratio of total
-times), and how many outputs are token-identical to plain decoding (greedy speculative decoding is
+tokens accepted per verification round, the wall-clock speedup over plain decoding (ratio of throughputs,
+total tokens over total time: Spec-Bench's definition; the ratio of total times when both generate the
+same number of tokens), and how many outputs are token-identical to plain decoding (greedy speculative decoding is
 lossless in exact arithmetic; in bfloat16 batched and single-token forwards can round differently).
 """
 
@@ -59,7 +60,10 @@ Args:
 Returns:
     acceptance_rate (`float`): accepted / drafted tokens over all generations (0.0 if nothing was drafted).
     mean_accepted_tokens (`float`): accepted tokens per round that drafted (0.0 if none).
-    speedup (`float`): sum of `baseline_time` / sum of `time`.
+    speedup (`float`): tokens per second over plain decoding's: (total prediction tokens / sum of `time`)
+        / (total reference tokens / sum of `baseline_time`). When every prediction is as long as its
+        reference, this is sum of `baseline_time` / sum of `time`; it stays fair when, in bf16, an output
+        drifts from plain decoding's and stops at another length.
     token_identical (`int`): generations whose tokens equal plain decoding's.
     token_identical_rate (`float`): `token_identical` / number of generations.
     num_generations (`int`), rounds (`int`), drafted (`int`), accepted (`int`): totals.
@@ -114,7 +118,7 @@ def speculative_decoding_figures(predictions, references, drafted, accepted, tim
     return {
         "acceptance_rate": total_accepted / total_drafted if total_drafted else 0.0,
         "mean_accepted_tokens": total_accepted / rounds if rounds else 0.0,
-        "speedup": sum(baseline_time) / sum(time) if n else 0.0,
+        "speedup": _throughput_ratio(predictions, references, time, baseline_time) if n else 0.0,
         "token_identical": identical,
         "token_identical_rate": identical / n if n else 0.0,
         "num_generations": n,
@@ -122,6 +126,13 @@ def speculative_decoding_figures(predictions, references, drafted, accepted, tim
         "drafted": total_drafted,
         "accepted": total_accepted,
     }
+
+
+def _throughput_ratio(predictions, references, time, baseline_time) -> float:
+    produced, baseline = sum(len(p) for p in predictions), sum(len(r) for r in references)
+    if not produced or not baseline:  # nothing generated: compare times alone
+        return sum(baseline_time) / sum(time)
+    return (produced / sum(time)) / (baseline / sum(baseline_time))
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
