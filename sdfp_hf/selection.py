@@ -500,12 +500,14 @@ def replay_rounds(
 
 
 @torch.no_grad()
-def one_step_agreement(draft: SDFPAssistant, trajectories: Trajectories) -> float:
+def one_step_agreement(draft: SDFPAssistant, trajectories: Trajectories, top_k: int = 1) -> float:
     """Fraction of the target's greedy tokens that the draft's first step of a round would predict.
 
     Every generated position is treated as a round start: the draft reads the target's keys and values of
     everything before it and predicts the next token. One batched forward of the draft: a cheap screen for
-    acceptance (the first draft token of a round is accepted exactly when it agrees).
+    acceptance (the first draft token of a round is accepted exactly when it agrees). With `top_k` > 1, the
+    fraction of the target's tokens among the draft's `top_k` most likely ones (what a draft tree of that
+    width would catch).
     """
     ids = trajectories.input_ids
     device = ids.device
@@ -527,7 +529,7 @@ def one_step_agreement(draft: SDFPAssistant, trajectories: Trajectories) -> floa
         input_ids=q_ids, position_ids=q_pos, attention_mask=masks, cache=_prefix_cache(layers), use_cache=True
     ).logits
     nxt = ids.gather(1, (q_pos + 1).clamp(max=ids.shape[1] - 1))
-    agree = (logits.argmax(dim=-1) == nxt) & valid
+    agree = (logits.topk(top_k, dim=-1).indices == nxt[..., None]).any(dim=-1) & valid
     return float(agree.sum()) / max(int(valid.sum()), 1)
 
 

@@ -266,7 +266,11 @@ def test_one_step_agreement_screens_the_first_draft_token():
     exact = SDFPAssistant.from_target(model, skip_layers=[3])
     assert sel.one_step_agreement(exact, trajectories) == 1.0
     other = SDFPAssistant.from_target(model, skip_layers=[0, 1, 2])
-    assert 0.0 <= sel.one_step_agreement(other, trajectories) < 1.0
+    top1 = sel.one_step_agreement(other, trajectories)
+    assert 0.0 <= top1 < 1.0
+    top3 = sel.one_step_agreement(other, trajectories, top_k=3)
+    assert top1 <= top3 <= 1.0
+    assert sel.one_step_agreement(other, trajectories, top_k=model.config.vocab_size) == 1.0
 
 
 def test_interaction_aware_selection_uses_the_gate_fisher_matrix():
