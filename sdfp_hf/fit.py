@@ -40,7 +40,7 @@ replay of greedy speculative decoding on Spec-Bench prompts in the chat template
 - The paper's parameter-space FIT (``"fit"``) and all its variants (sampled or argmax labels, trace form)
   choose drafts no better than random layers: on SmolLM2-135M 1.41 / 1.23 / 0.93 accepted tokens per
   round at 10 / 13 / 20 % skipped, random 1.52 / 1.28 / 0.64 (mean of three seeds); on Qwen2.5-Coder-0.5B
-  75 / 57-63 / 23-40 % one-step agreement at 10 / 20 / 30 %, random 81-83 / 69-74 / 51-68 %. The sum of
+  (whole layers) 2.23 / 1.01 / 0.29 at 10 / 20 / 30 %, random 2.78 / 1.71 / 1.30. The sum of
   ``E[g^2] theta^2`` measures how much small noise on the weights moves the loss, which large weights
   dominate; it does not measure what removing a branch's output does.
 - Moving to the activation side (``"fisher_gate"``, the Fisher information of a gate on each branch's
@@ -48,12 +48,13 @@ replay of greedy speculative decoding on Spec-Bench prompts in the chat template
   prefix's keys and values are the target's) matters: 1.67 / 1.42 / 1.14 without. Sampled and argmax labels
   do alike; using the off-diagonal Fisher terms (interactions) or sub-layer selection by bytes did not help.
 - ``"gate_flips"`` (the default) asks the gates the question acceptance asks, whether the greedy token
-  changes: 2.87 / 2.71 on SmolLM2 at 10 / 13 %, and on Qwen2.5-Coder-0.5B 92-93 / 84-89 / 78-80 % one-step
-  agreement against 92-94 / 76-79 / 60-72 % for ``"fisher_gate"``. Its weakness: a first-order estimate,
+  changes: 2.87 / 2.71 on SmolLM2 at 10 / 13 %, and on Qwen2.5-Coder-0.5B 4.52 / 2.79 / 2.26 (whole
+  layers) against 3.71 / 2.68 / 1.23 for ``"fisher_gate"``; mean over budgets and granularities 3.17
+  against 2.46, random 1.97-2.27, evenly spaced 1.83, last 1.07. Its weakness: a first-order estimate,
   it can pick a contiguous block whose joint removal is far worse than the sum of its parts (SmolLM2 at 20 %:
   1.01, where ``"fisher_gate"`` gives 1.85); ``skip_ratio="auto"`` measures acceptance and stops before that.
-- Block influence (ShortGPT) is stable but behind: 2.62 / 1.86 / 1.33 on SmolLM2, no better than random on
-  Qwen2.5-Coder-0.5B (79 / 67 / 55 %).
+- Block influence (ShortGPT) is stable but behind: 2.62 / 1.86 / 1.33 on SmolLM2, below random on
+  Qwen2.5-Coder-0.5B (mean 1.74).
 
 Memory: parameter-space methods never hold a gradient copy: each parameter's squared gradient is folded
 into its branch's running sum by a post-accumulate hook as soon as backward produces it, and the gradient

@@ -16,6 +16,11 @@ threshold, the end-of-sequence trim of accepted tokens, and the heuristic draft-
 Scope: greedy decoding without logits processors (the benchmark's setting), batch size 1. In fp32 the
 replay agrees exactly with real runs; in bf16 the target's batched verification rounds differently
 from its single full-sequence pass here, so small differences are expected.
+
+The profiler's `sdfp_hf.selection.replay_rounds` answers a narrower question many times over (accepted
+tokens per round of many candidate drafts, constant length): it replays all prompts in one batched
+forward per round, about ten times faster, at the price of approximating what a draft proposes past its
+first rejected token. This module is the exact reference the benchmark checks real runs against.
 """
 
 from __future__ import annotations
