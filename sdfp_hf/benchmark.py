@@ -8,9 +8,10 @@ a shared machine hits all of them alike; each is warmed up first. Timings are on
 ratios measured in the same run.
 
 Per method and per Spec-Bench category it reports the speedup over plain decoding (ratio of
-throughputs, total tokens over total time, as Spec-Bench defines it), tokens per second, accepted tokens per round, acceptance rate, the draft length used, how many
-outputs are token-identical to plain decoding, the time to build the draft, the extra bytes the draft
-holds (weights, by storage; speculative cache entries) and peak RSS. Rounds are counted the same way for
+throughputs, total tokens over total time, as Spec-Bench defines it), tokens per second, accepted tokens
+per round, acceptance rate, the draft length used, how many outputs are token-identical to plain decoding,
+the time to build the draft, the extra bytes the draft holds (weights, by storage; speculative cache
+entries) and peak RSS. Rounds are counted the same way for
 every method, by wrapping `update_candidate_strategy` of transformers' candidate generators while a run
 is in flight; acceptance, speedup and identity are computed by the package's `evaluate` metric
 (`sdfp_hf/metrics/speculative_decoding.py`).
@@ -459,7 +460,6 @@ def _sdfp_kwargs(spec: MethodSpec) -> dict[str, Any]:
     import inspect
 
     from .assistant import SDFPAssistant
-
     from .selection import profile
 
     taken = {"cls", "model", "skip_layers", "skip_attention", "skip_mlp", "mask", "drafting", "profile_kwargs",
@@ -1194,7 +1194,11 @@ def markdown_report(result: dict[str, Any]) -> str:
     if result.get("command"):
         lines += ["Command:", "", "```", result["command"], "```", ""]
 
-    lines += ["Speedup over plain decoding (ratio of throughputs: total new tokens over total wall-clock time; same prompts, interleaved):", ""]
+    lines += [
+        "Speedup over plain decoding (ratio of throughputs: total new tokens over total wall-clock time; "
+        "same prompts, interleaved):",
+        "",
+    ]
     lines += ["| method | " + " | ".join(categories) + " |", "| --- |" + " ---: |" * len(categories)]
     for name, per_cat in summary.items():
         lines.append(f"| {name} | " + " | ".join(_fmt(per_cat.get(c, {}).get("speedup"), ".2f", "x") for c in categories) + " |")
