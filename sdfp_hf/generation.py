@@ -192,6 +192,33 @@ class _Acceptance:
         return (1 - a ** (proposed + 1)) / (1 - a)
 
 
+class _VerifyTime:
+    """The time of a verification pass as T0 + beta * n (n: candidates verified).
+
+    Fitted by exponentially weighted least squares over recent rounds of varied widths (lookups and
+    drafts of different lengths, rounds proposing nothing), so neither figure is biased by the other.
+    """
+
+    def __init__(self, decay: float):
+        self.decay = decay
+        self.weight = self.sum_n = self.sum_nn = self.sum_t = self.sum_nt = 0.0
+        self.base: float | None = None  # T0
+        self.per_token = 0.0  # beta
+
+    def record(self, verified: int, seconds: float) -> None:
+        d = self.decay
+        self.weight = d * self.weight + 1.0
+        self.sum_n = d * self.sum_n + verified
+        self.sum_nn = d * self.sum_nn + verified * verified
+        self.sum_t = d * self.sum_t + seconds
+        self.sum_nt = d * self.sum_nt + verified * seconds
+        mean_n, mean_t = self.sum_n / self.weight, self.sum_t / self.weight
+        variance = self.sum_nn / self.weight - mean_n**2
+        if variance > 0.5:  # widths varied enough to tell T0 from beta; else keep the last beta
+            self.per_token = max(0.0, (self.sum_nt / self.weight - mean_n * mean_t) / variance)
+        self.base = max(mean_t - self.per_token * mean_n, 0.05 * mean_t)
+
+
 class _RoundPlanner:
     """Chooses each round's proposal source and length, from measurements taken during generation.
 
@@ -199,7 +226,8 @@ class _RoundPlanner:
     memory-bound: GPUs, bf16 on CPUs; it is not in fp32 on CPUs) plus, for the draft, n * T_draft; a
     lookup costs nothing to propose. It yields `expected_tokens(n)` under the source's acceptance (the
     draft's, or that of lookup matches of the same n-gram order). Each round takes the source and n
-    that maximise tokens per second; proposing nothing is plain decoding.
+    that maximise tokens per second; proposing nothing is plain decoding. The first round proposes
+    nothing, to measure T0.
     """
 
     DECAY = 0.9
@@ -208,16 +236,20 @@ class _RoundPlanner:
         self.max_draft, self.max_lookup, self.probe_every = max_draft, max_lookup, probe_every
         self.draft = _Acceptance(self.DECAY)
         self.lookups: dict[int, _Acceptance] = {}  # by n-gram order of the match
-        self.base_seconds: float | None = None  # T0: a verification of one token
-        self.per_token_seconds = 0.0  # beta
+        self.verify = _VerifyTime(0.95)
         self.draft_seconds: float | None = None  # T_draft
         self.rounds_since_draft = 0
 
+    @property
+    def base_seconds(self) -> float | None:
+        return self.verify.base
+
+    @property
+    def per_token_seconds(self) -> float:
+        return self.verify.per_token
+
     def lookup(self, order: int) -> _Acceptance:
         return self.lookups.setdefault(order, _Acceptance(self.DECAY))
-
-    def _mean(self, old: float | None, new: float) -> float:
-        return new if old is None else self.DECAY * old + (1 - self.DECAY) * new
 
     def record(
         self,
@@ -236,21 +268,15 @@ class _RoundPlanner:
         """
         if source == "prefill":  # the target's pass over the prompt says nothing about a decoding step
             return
-        verified = proposed if verified is None else verified
-        if verified == 0:
-            self.base_seconds = self._mean(self.base_seconds, verify_seconds)
-        elif self.base_seconds is not None:
-            extra = max(0.0, (verify_seconds - self.base_seconds) / verified)
-            self.per_token_seconds = self._mean(self.per_token_seconds, extra)
+        self.verify.record(proposed if verified is None else verified, verify_seconds)
         if source == "lookup":
             self.lookup(order).record(proposed, accepted)
         if source != "draft" or not proposed:
             self.rounds_since_draft += 1
             return
         self.rounds_since_draft = 0
-        if self.base_seconds is None:  # no plain round yet: take this one as the base
-            self.base_seconds = verify_seconds
-        self.draft_seconds = self._mean(self.draft_seconds, draft_seconds / proposed)
+        step = draft_seconds / proposed
+        self.draft_seconds = step if self.draft_seconds is None else self.DECAY * self.draft_seconds + (1 - self.DECAY) * step
         self.draft.record(proposed, accepted)
 
     def _best(self, acceptance: _Acceptance, limit: int, step_seconds: float) -> tuple[int, float]:
@@ -269,8 +295,8 @@ class _RoundPlanner:
         Args:
             lookup_order (`int`, *optional*): n-gram order of this round's lookup match, if any.
         """
-        if self.base_seconds is None:  # nothing measured yet
-            return ("lookup", self.max_lookup) if lookup_order else ("draft", self.max_draft)
+        if self.base_seconds is None:  # nothing measured yet: a plain round measures T0
+            return "none", 0
         choices = [("none", 0, 1.0 / self.base_seconds)]
         if lookup_order:
             choices.append(("lookup", *self._best(self.lookup(lookup_order), self.max_lookup, 0.0)))

@@ -34,15 +34,25 @@ def test_prompt_lookup_proposes_what_followed_the_last_ngram():
 
 
 def measured_planner(max_draft=8, max_lookup=10, probe_every=32, per_token=0.0):
+    """A planner that has measured T0 = 1 s and beta = `per_token` seconds (rounds of widths 0 and 10)."""
     planner = _RoundPlanner(max_draft=max_draft, max_lookup=max_lookup, probe_every=probe_every)
     planner.record("none", 0, 0, verify_seconds=1.0, draft_seconds=0.0)
-    planner.per_token_seconds = per_token
+    planner.record("lookup", 10, 0, verify_seconds=1.0 + 10 * per_token, draft_seconds=0.0, order=99)
+    assert planner.base_seconds == pytest.approx(1.0) and planner.per_token_seconds == pytest.approx(per_token)
     return planner
+
+
+def test_verification_time_is_fitted_without_bias():
+    planner = _RoundPlanner(max_draft=8, max_lookup=10, probe_every=32)
+    # T0 = 2 s, beta = 0.25 s; the first wide rounds alone cannot tell the two apart
+    for width in (6, 6, 10, 0, 3, 10, 1, 8):
+        planner.record("lookup", width, 0, verify_seconds=2.0 + 0.25 * width, draft_seconds=0.0, order=1)
+    assert planner.base_seconds == pytest.approx(2.0) and planner.per_token_seconds == pytest.approx(0.25)
 
 
 def test_planner_follows_draft_acceptance_and_cost():
     planner = _RoundPlanner(max_draft=8, max_lookup=10, probe_every=4)
-    assert planner.plan(None) == ("draft", 8) and planner.plan(2) == ("lookup", 10)  # nothing measured yet
+    assert planner.plan(None) == planner.plan(2) == ("none", 0)  # the first round measures a plain step
     planner.record("none", 0, 0, verify_seconds=1.0, draft_seconds=0.0)
     assert planner.plan(None) == ("draft", 8)  # the draft is tried before it is judged
     for _ in range(30):  # a cheap draft whose tokens are all accepted
