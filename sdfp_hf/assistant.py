@@ -288,8 +288,9 @@ class SDFPAssistant:
                 Stop drafting a round once the draft's probability of its token falls below this
                 (0 disables it). Defaults to the mask's recommendation, else 0.4.
             drafting (`DraftingOptions`, *optional*):
-                How candidates are proposed: prompt lookup first, and a draft length adapted to measured
-                acceptance and cost (both on by default). `DraftingOptions(prompt_lookup=0, adaptive=False)`
+                How candidates are proposed: each round, prompt lookup or the layer-skipping draft, whichever
+                measured acceptance and cost predict to yield more tokens per second, or nothing when
+                neither pays (on by default). `DraftingOptions(prompt_lookup=0, adaptive=False)`
                 drafts with the layer-skipping draft alone, with the length schedule above.
             draft_vocab (`list[int]`, *optional*):
                 Token ids the draft may propose: it scores only these (a smaller output head, cheaper per
