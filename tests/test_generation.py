@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import prompt, tiny_model
+from tiny_models import ARCHITECTURES, prompt, tiny_model
 
 from sdfp_hf import SDFPAssistant
 from sdfp_hf import generation
@@ -175,3 +175,25 @@ def test_padded_prompt_is_lossless():
     assisted = model.generate(ids, attention_mask=mask, max_new_tokens=24, do_sample=False, assistant_model=draft)
     assert torch.equal(plain, assisted)
     assert draft.stats.drafted > 0
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_draft_chains_extended_by_lookup_are_lossless(arch, monkeypatch):
+    """Every round drafts two tokens and appends up to three looked-up ones: greedy output is unchanged."""
+    monkeypatch.setattr(generation._RoundPlanner, "plan", lambda self, order: ("draft", 2))
+    monkeypatch.setattr(generation._RoundPlanner, "extension_length", lambda self, order: 3)
+    extended = []
+    real_extend = generation.SDFPCandidateGenerator._extend
+
+    def spy(self, *args):
+        out = real_extend(self, *args)
+        extended.append(self._extension[0])
+        return out
+
+    monkeypatch.setattr(generation.SDFPCandidateGenerator, "_extend", spy)
+    model = tiny_model(arch)
+    draft = SDFPAssistant.from_target(model, skip_layers=[1], assistant_confidence_threshold=0.0)
+    ids = prompt(12)
+    out = model.generate(ids, max_new_tokens=40, min_new_tokens=40, do_sample=False, assistant_model=draft)
+    assert torch.equal(out, model.generate(ids, max_new_tokens=40, min_new_tokens=40, do_sample=False))
+    assert any(extended), "no round appended a lookup"
