@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(report)
+        args.out.with_name(args.out.name + ".json").write_text(json.dumps(result, indent=1) + "\n")
+        args.out.with_name(args.out.name + ".md").write_text(report)
     return 0
 
 
