@@ -192,7 +192,8 @@ def test_draft_chains_extended_by_lookup_are_lossless(arch, monkeypatch):
 
     monkeypatch.setattr(generation.SDFPCandidateGenerator, "_extend", spy)
     model = tiny_model(arch)
-    draft = SDFPAssistant.from_target(model, skip_layers=[1], assistant_confidence_threshold=0.0)
+    draft = SDFPAssistant.from_target(model, skip_layers=[1], assistant_confidence_threshold=0.0,
+                                      drafting=DraftingOptions(extend_drafts=True))
     ids = prompt(12)
     out = model.generate(ids, max_new_tokens=40, min_new_tokens=40, do_sample=False, assistant_model=draft)
     assert torch.equal(out, model.generate(ids, max_new_tokens=40, min_new_tokens=40, do_sample=False))
