@@ -831,6 +831,7 @@ def run_benchmark(
     """
     threads = config.threads or machine_info()["usable_cores"] or 1
     torch.set_num_threads(threads)
+    started_with = versions()  # the code that runs is the code at the start, whatever is committed later
     methods_specs = list(config.methods) or default_methods(config.model)
     if not any(m.kind == "plain" for m in methods_specs):
         methods_specs.insert(0, MethodSpec("plain"))
@@ -878,7 +879,7 @@ def run_benchmark(
             "config": config.to_dict(),
             "threads": threads,
             "machine": machine_info(),
-            "versions": versions(),
+            "versions": started_with,
             "model": {
                 "name": config.model,
                 "name_or_path": getattr(model, "name_or_path", None),
