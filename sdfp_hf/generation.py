@@ -278,7 +278,8 @@ class _RoundPlanner:
             return
         self.rounds_since_draft = 0
         step = draft_seconds / proposed
-        self.draft_seconds = step if self.draft_seconds is None else self.DECAY * self.draft_seconds + (1 - self.DECAY) * step
+        old = step if self.draft_seconds is None else self.draft_seconds
+        self.draft_seconds = self.DECAY * old + (1 - self.DECAY) * step
         self.draft.record(proposed, accepted)
 
     def _best(self, acceptance: _Acceptance, limit: int, step_seconds: float) -> tuple[int, float]:
@@ -386,8 +387,10 @@ class SDFPCandidateGenerator(AssistedCandidateGenerator):
         order = match[1] if match else None
         if self.planner is not None:
             source, length = self.planner.plan(order)
+        elif match:
+            source, length = "lookup", self.options.lookup_tokens
         else:
-            source, length = ("lookup", self.options.lookup_tokens) if match else ("draft", int(self.num_assistant_tokens))
+            source, length = "draft", int(self.num_assistant_tokens)
         length = min(length, budget)
         if source == "none" or length <= 0:
             return input_ids, None, "none"
@@ -395,7 +398,8 @@ class SDFPCandidateGenerator(AssistedCandidateGenerator):
             self._lookup_order = order
             return torch.cat([input_ids, match[0][:, :length]], dim=-1), None, "lookup"
         candidates, logits = self._draft(input_ids, target_cache, model_kwargs.get("attention_mask"), length)
-        return (*self._extend(candidates, logits, budget - (candidates.shape[1] - input_ids.shape[1])), "draft")
+        room = budget - (candidates.shape[1] - input_ids.shape[1])
+        return (*self._extend(candidates, logits, room), "draft")
 
     def _lookup(self, input_ids, num_tokens):
         if not self.options.prompt_lookup:
@@ -420,7 +424,8 @@ class SDFPCandidateGenerator(AssistedCandidateGenerator):
         self._extension = (tokens.shape[1], order)
         point_mass = torch.full((1, tokens.shape[1], logits.shape[-1]), float("-inf"), dtype=logits.dtype)
         point_mass.scatter_(2, tokens.unsqueeze(-1).to(point_mass.device), 0.0)
-        return torch.cat([candidates, tokens], dim=-1), torch.cat([logits, point_mass.to(logits.device)], dim=1)
+        point_mass = point_mass.to(logits.device)
+        return torch.cat([candidates, tokens], dim=-1), torch.cat([logits, point_mass], dim=1)
 
     def _draft(self, input_ids, target_cache, attention_mask, max_new_tokens):
         length = input_ids.shape[1]
