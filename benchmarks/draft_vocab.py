@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import shlex
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache
 
+from _report import write_report
 from sdfp_hf.assistant import SDFPAssistant
 from sdfp_hf.benchmark import encode_prompt, load_prompts, select_skip_layers
 from sdfp_hf.cache import DraftCache
@@ -138,12 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {row['set']} | {row['size']} | {row['coverage']:.1%} | {row['coverage_with_calibration']:.1%} | "
             f"{row['draft_step_cost']:.2f} |"
         )
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_name(args.out.name + ".json").write_text(json.dumps(result, indent=1) + "\n")
-        args.out.with_name(args.out.name + ".md").write_text(report)
+    write_report(args.out, result, lines)
     return 0
 
 

@@ -19,13 +19,13 @@ estimate is what such a loop would have to beat.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
 
 import torch
 
+from _report import write_report
 from sdfp_hf.assistant import SDFPAssistant
 from sdfp_hf.benchmark import encode_prompt, load_prompts, select_skip_layers
 from sdfp_hf.models import load_model
@@ -104,12 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['draft']} | {r['width']} | {r['p_k']:.2f} | {r['draft_step_cost']:.2f} | {r['depth']} | "
             f"{r['accepted_per_round']:.2f} | {r['speedup']:.2f}x |"
         )
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_name(args.out.name + ".json").write_text(json.dumps(result, indent=1) + "\n")
-        args.out.with_name(args.out.name + ".md").write_text(report)
+    write_report(args.out, result, lines)
     return 0
 
 

@@ -207,22 +207,12 @@ def test_sampling_keeps_the_target_distribution(monkeypatch):
     assert _sampled_continuations_p_value(model, draft, ids, steps, draws) < 1e-3
 
 
-def test_sampling_with_lookup_appended_to_draft_chains_keeps_the_target_distribution(monkeypatch):
+def test_sampling_with_lookup_appended_to_draft_chains_keeps_the_target_distribution(forced_extended_drafts):
     """Draft chains extended by a lookup (point-mass q for the appended tokens) stay exact."""
     vocab, steps, draws = 5, 3, 1200
     torch.manual_seed(3)
     model = LlamaForCausalLM_tiny(vocab)
-    monkeypatch.setattr(sdfp_generation._RoundPlanner, "plan", lambda self, order: ("draft", 1))
-    monkeypatch.setattr(sdfp_generation._RoundPlanner, "extension_length", lambda self, order: 2)
-    extended = []
-    real_extend = sdfp_generation.SDFPCandidateGenerator._extend
-
-    def spy(self, *args):
-        out = real_extend(self, *args)
-        extended.append(self._extension[0])
-        return out
-
-    monkeypatch.setattr(sdfp_generation.SDFPCandidateGenerator, "_extend", spy)
+    extended = forced_extended_drafts(draft=1, extension=2)
     draft = SDFPAssistant.from_target(model, skip_layers=[1, 2], assistant_confidence_threshold=0.0,
                                       drafting=DraftingOptions(extend_drafts=True))
     ids = torch.tensor([[3, 1, 4, 1]])

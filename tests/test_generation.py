@@ -178,19 +178,9 @@ def test_padded_prompt_is_lossless():
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_draft_chains_extended_by_lookup_are_lossless(arch, monkeypatch):
+def test_draft_chains_extended_by_lookup_are_lossless(arch, forced_extended_drafts):
     """Every round drafts two tokens and appends up to three looked-up ones: greedy output is unchanged."""
-    monkeypatch.setattr(generation._RoundPlanner, "plan", lambda self, order: ("draft", 2))
-    monkeypatch.setattr(generation._RoundPlanner, "extension_length", lambda self, order: 3)
-    extended = []
-    real_extend = generation.SDFPCandidateGenerator._extend
-
-    def spy(self, *args):
-        out = real_extend(self, *args)
-        extended.append(self._extension[0])
-        return out
-
-    monkeypatch.setattr(generation.SDFPCandidateGenerator, "_extend", spy)
+    extended = forced_extended_drafts(draft=2, extension=3)
     model = tiny_model(arch)
     draft = SDFPAssistant.from_target(model, skip_layers=[1], assistant_confidence_threshold=0.0,
                                       drafting=DraftingOptions(extend_drafts=True))
