@@ -22,7 +22,7 @@ from __future__ import annotations
 import inspect
 import time
 import types
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -320,6 +320,24 @@ class _RoundPlanner:
         return length if rate > 1.0 / self.base_seconds else 0
 
 
+def _planner_of(assistant: PreTrainedModel, max_draft: int) -> _RoundPlanner:
+    """The draft's round planner, kept on the draft between `generate` calls.
+
+    What it measured (the machine's step costs, the acceptance of the draft and of lookups) holds for
+    the next call too, so a call does not start learning from nothing: short generations would otherwise
+    spend a good part of their rounds on it. A new planner is made when the settings it plans for change
+    (draft length, drafting options, the draft's dtype or device).
+    """
+    settings = (max_draft, astuple(assistant.drafting), assistant.dtype, assistant.device)
+    kept = assistant.__dict__.get("_sdfp_planner")
+    if kept is not None and kept[0] == settings:
+        return kept[1]
+    options = assistant.drafting
+    planner = _RoundPlanner(max_draft, options.lookup_tokens, options.probe_every)
+    assistant.__dict__["_sdfp_planner"] = (settings, planner)
+    return planner
+
+
 class SDFPCandidateGenerator(AssistedCandidateGenerator):
     """Proposes candidates by prompt lookup and a layer-skipping `SDFPAssistant` reading the target's KV cache.
 
@@ -338,11 +356,9 @@ class SDFPCandidateGenerator(AssistedCandidateGenerator):
         self.options: DraftingOptions = self.assistant_model.drafting
         self.stats = self.assistant_model.stats
         self.stats.reset()
-        self.planner = (
-            _RoundPlanner(int(self.num_assistant_tokens), self.options.lookup_tokens, self.options.probe_every)
-            if self.options.adaptive
-            else None
-        )
+        self.planner = None
+        if self.options.adaptive:
+            self.planner = _planner_of(self.assistant_model, int(self.num_assistant_tokens))
         self._round: tuple[str, float, float] | None = None  # (source, draft seconds, time candidates left)
         self._lookup_order = 0  # n-gram order of this round's lookup match
         self._extension = (0, 0)  # (tokens, n-gram order) of a lookup appended to this round's draft chain

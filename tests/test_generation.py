@@ -112,6 +112,23 @@ def test_a_useless_draft_stops_being_used():
     assert stats.rounds <= 10 + 96 // 16, stats
 
 
+def test_the_planner_keeps_its_measurements_between_calls():
+    model = tiny_model("llama")
+    draft = SDFPAssistant.from_target(model, skip_layers=[1])
+    max_draft = int(draft.generation_config.num_assistant_tokens)
+    fresh = generation._planner_of(draft, max_draft)
+    assert fresh.base_seconds is None
+    first = model.generate(prompt(8), max_new_tokens=16, do_sample=False, assistant_model=draft)
+    assert generation._planner_of(draft, max_draft) is fresh and fresh.base_seconds is not None
+    weight = fresh.verify.weight
+    assert torch.equal(model.generate(prompt(8), max_new_tokens=16, do_sample=False, assistant_model=draft), first)
+    assert fresh.verify.weight > weight  # the second call went on from the first one's measurements
+    # Other settings: other costs and acceptance, so the planner starts over.
+    draft.drafting = DraftingOptions(prompt_lookup=0)
+    assert generation._planner_of(draft, max_draft).base_seconds is None
+    assert generation._planner_of(draft, max_draft + 1) is not generation._planner_of(draft, max_draft)
+
+
 def test_lookup_rounds_are_counted_apart():
     model = tiny_model("gemma2")  # the tiny gemma2 falls into a loop: prompt lookup finds it
     draft = SDFPAssistant.from_target(model, skip_layers=[2])
