@@ -62,7 +62,9 @@ def _check_transformers() -> None:
     if not hasattr(CandidateGenerator, "requires_model_outputs"):
         problems.append("CandidateGenerator.requires_model_outputs is gone")
     source = inspect.getsource(GenerationMixin._assisted_decoding)
-    problems += [f"_assisted_decoding no longer passes `{a}`" for a in _EXPECTED_ROUND_ARGUMENTS if a not in source]
+    problems += [
+        f"_assisted_decoding no longer passes `{a}`" for a in _EXPECTED_ROUND_ARGUMENTS if a not in source
+    ]
     if problems:
         raise RuntimeError(
             f"sdfp-hf's candidate generator does not fit transformers {transformers.__version__} "
@@ -96,8 +98,9 @@ def _get_candidate_generator(self: PreTrainedModel, **kwargs: Any) -> CandidateG
         )
     if kwargs["input_ids"].shape[0] > 1:
         raise ValueError(
-            f"speculative decoding with an sdfp-hf draft needs batch size 1 (transformers' assisted generation "
-            f"supports no other), got a batch of {kwargs['input_ids'].shape[0]}: generate one prompt at a time"
+            "speculative decoding with an sdfp-hf draft needs batch size 1 (transformers' assisted "
+            f"generation supports no other), got a batch of {kwargs['input_ids'].shape[0]}: "
+            "generate one prompt at a time"
         )
     if kwargs.get("target_tokenizer") is not None and kwargs.get("assistant_tokenizer") is not None:
         raise ValueError("an sdfp-hf draft shares the target's tokenizer: do not pass `assistant_tokenizer`")
@@ -339,7 +342,7 @@ def _planner_of(assistant: PreTrainedModel, max_draft: int) -> _RoundPlanner:
 
 
 class SDFPCandidateGenerator(AssistedCandidateGenerator):
-    """Proposes candidates by prompt lookup and a layer-skipping `SDFPAssistant` reading the target's KV cache.
+    """Proposes candidates by prompt lookup and by a layer-skipping `SDFPAssistant` on the target's cache.
 
     Same constructor as `AssistedCandidateGenerator`. `generate` passes it the target's
     `model_kwargs` every round (`requires_model_outputs`), which hold the target's cache.
