@@ -1188,6 +1188,9 @@ def markdown_report(result: dict[str, Any]) -> str:
     categories = [c for c in [*MAIN_CATEGORIES, "all"] if any(c in s for s in summary.values())]
     categories += sorted({c for s in summary.values() for c in s} - set(categories))
     lines = [f"## {result['model']['name']} · {result['model']['dtype']}", "", _headline(result) + "." + _load_note(result), ""]
+    for key in ("note", "versions_note"):  # remarks written into a result file by hand
+        if result.get(key):
+            lines += [f"Note: {result[key]}", ""]
     if result.get("complete") is False:
         done = len({(r["question_id"], r["repeat"]) for r in result["runs"] if r["method"] == "plain"})
         total = len(result["prompts"]) * result["config"]["repeats"]

@@ -521,3 +521,9 @@ def test_partial_result_says_so(tiny_result):
     partial = tiny_result["_partials"][1]
     assert "**Partial run**: it stopped after 2 of 4 prompts" in markdown_report(partial)
     assert "Partial run" not in markdown_report(tiny_result)
+
+
+def test_a_note_written_into_a_result_is_reported(tiny_result):
+    assert "Note:" not in markdown_report(tiny_result)
+    noted = dict(tiny_result, note="one prompt ran beside another job")
+    assert "\nNote: one prompt ran beside another job\n" in markdown_report(noted)
