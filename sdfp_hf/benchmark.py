@@ -454,7 +454,8 @@ def _sdfp_kwargs(spec: MethodSpec) -> dict[str, Any]:
     """Keyword arguments of `SDFPAssistant.from_target` from an sdfp method's options.
 
     Options naming a field of `DraftingOptions` (e.g. ``prompt_lookup=0``, ``adaptive=false``) are gathered
-    into its `drafting` argument; the others are passed as they are (e.g. ``num_assistant_tokens=8``).
+    into its `drafting` argument; the others are passed as they are (e.g. ``num_assistant_tokens=8``), except
+    ``draft_vocab=N``: a draft scoring the lowest N token ids only (a smaller output head).
     """
     import dataclasses
     import inspect
@@ -477,7 +478,9 @@ def _sdfp_kwargs(spec: MethodSpec) -> dict[str, Any]:
         drafting_fields = [f.name for f in dataclasses.fields(DraftingOptions)]
     kwargs, drafting = {}, {}
     for key, value in spec.options:
-        if key in direct:
+        if key == "draft_vocab" and isinstance(value, int):
+            kwargs[key] = range(value)  # the lowest ids: BPE merge order, a proxy for frequency (draft_vocab.py)
+        elif key in direct:
             kwargs[key] = value
         elif key in drafting_fields:
             drafting[key] = value
@@ -1376,7 +1379,8 @@ def build_parser(prog: str | None = None, *, default_out_dir: str = "benchmark-r
         epilog="Method specs: --sdfp SELECTOR:RATIO[:key=value,...] (selectors: "
         + ", ".join(SIMPLE_SELECTORS)
         + ", or a profiler scoring method such as gate_flips, whose RATIO may be 'auto'; options are "
-        "SDFPAssistant.from_target keyword arguments and DraftingOptions fields), --prompt-lookup N[:max_matching_ngram_size=K], "
+        "SDFPAssistant.from_target keyword arguments and DraftingOptions fields; draft_vocab=N scores the lowest N "
+        "token ids only), --prompt-lookup N[:max_matching_ngram_size=K], "
         "--early-exit LAYER_OR_FRACTION[:num_assistant_tokens=N,...], --draft-model MODEL[:num_assistant_tokens=N,...]. "
         "Each may be repeated. With none of them, the defaults run: plain, sdfp evenly:0.25, prompt lookup 10, "
         "early exit at half the layers, and the catalogue's separate draft model where there is one "

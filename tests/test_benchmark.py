@@ -193,6 +193,13 @@ def test_profiler_selectors_profile_the_model_as_from_target_does():
     assert method.info["selector"] == "gate_flips" and method.build_time_s > 0
 
 
+def test_draft_vocab_option_scores_the_lowest_token_ids():
+    model = tiny_model("llama")
+    method = build_method(MethodSpec.parse("sdfp", "evenly:0.34:draft_vocab=16"), model, dtype="fp32")
+    assert method.draft.sdfp_config.draft_vocab == list(range(16))
+    assert build_method(MethodSpec.parse("sdfp", "evenly:0.34"), model, dtype="fp32").draft.sdfp_config.draft_vocab is None
+
+
 # ------------------------------------------------------------------------------------------------- prompts
 
 
