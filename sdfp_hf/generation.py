@@ -331,11 +331,11 @@ def _planner_of(assistant: PreTrainedModel, max_draft: int) -> _RoundPlanner:
     spend a good part of their rounds on it. A new planner is made when the settings it plans for change
     (draft length, drafting options, the draft's dtype or device).
     """
-    settings = (max_draft, astuple(assistant.drafting), assistant.dtype, assistant.device)
+    options = assistant.drafting
+    settings = (max_draft, astuple(options), assistant.dtype, assistant.device)
     kept = assistant.__dict__.get("_sdfp_planner")
     if kept is not None and kept[0] == settings:
         return kept[1]
-    options = assistant.drafting
     planner = _RoundPlanner(max_draft, options.lookup_tokens, options.probe_every)
     assistant.__dict__["_sdfp_planner"] = (settings, planner)
     return planner
