@@ -20,12 +20,12 @@ $(VENV)/.installed: pyproject.toml
 # The main job end to end on a real model: install it (sha256-checked), build a draft, generate with it,
 # print the text, the acceptance figures and the speedup over plain generate.
 demo: install
-	$(PY) -m sdfp_hf.models install $(DEMO_MODEL)
+	$(PY) -m benchmarks.catalogue install $(DEMO_MODEL)
 	$(PY) examples/quickstart.py
 
 # The test suite: unit tests on tiny random models, plus the real-model tests (marked slow).
 test: install
-	$(PY) -m sdfp_hf.models install $(DEMO_MODEL)
+	$(PY) -m benchmarks.catalogue install $(DEMO_MODEL)
 	$(PY) -m pytest
 
 clean:

@@ -14,7 +14,7 @@ For one target model, this program
 
 It prints a table and writes ``<out>.json`` (every number, the command, the machine) and ``<out>.md``.
 
-    python benchmarks/compare_selectors.py --model smollm2-135m --out benchmarks/results/selectors_smollm2-135m
+    python -m benchmarks.compare_selectors --model smollm2-135m --out benchmarks/results/selectors_smollm2-135m
 """
 
 from __future__ import annotations
@@ -29,23 +29,14 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from sdfp_hf import DraftingOptions, SDFPAssistant
+from sdfp_hf.calibration import DEFAULT_NUM_SEQUENCES, DEFAULT_SEQUENCE_LENGTH, build_calibration
+from sdfp_hf.fit import SCORING_METHODS, score_layers
+from sdfp_hf.models import load_model
+from sdfp_hf.replay import one_step_agreement, replay_rounds, target_trajectories
+from sdfp_hf.selection import branch_costs, select_skips
 
-from sdfp_hf.assistant import SDFPAssistant  # noqa: E402
-from sdfp_hf.calibration import DEFAULT_NUM_SEQUENCES, DEFAULT_SEQUENCE_LENGTH, build_calibration  # noqa: E402
-from sdfp_hf.fit import SCORING_METHODS, score_layers  # noqa: E402
-from sdfp_hf.generation import DraftingOptions  # noqa: E402
-from sdfp_hf.models import load_model  # noqa: E402
-from sdfp_hf.selection import (  # noqa: E402
-    branch_costs,
-    one_step_agreement,
-    select_skips,
-    skip_fraction,
-    skip_lists,
-    replay_rounds,
-    target_trajectories,
-)
+ROOT = Path(__file__).resolve().parents[1]
 
 DRAFT_ONLY = DraftingOptions(prompt_lookup=0, adaptive=False)
 DEFAULT_QUESTIONS = ROOT.parent / "shared" / "data" / "spec_bench" / "question.jsonl"
@@ -169,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    command = "python benchmarks/compare_selectors.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.compare_selectors " + shlex.join(argv if argv is not None else sys.argv[1:])
 
     dtype = getattr(torch, args.dtype)
     model, tokenizer = load_model(args.model, dtype=dtype)
@@ -193,11 +184,11 @@ def main(argv: list[str] | None = None) -> None:
     def evaluate(skip) -> dict:
         key = (skip.attention, skip.mlp)
         if key not in replayed and args.screen:
-            draft = SDFPAssistant.from_target(model, **skip_lists(skip), drafting=DRAFT_ONLY)
+            draft = SDFPAssistant.from_target(model, **skip.to_lists(), drafting=DRAFT_ONLY)
             agreement = one_step_agreement(draft, trajectories)
             replayed[key] = {"mean_accepted": agreement, "acceptance_rate": agreement, "one_step_agreement": agreement}
         if key not in replayed:
-            draft = SDFPAssistant.from_target(model, **skip_lists(skip), drafting=DRAFT_ONLY)
+            draft = SDFPAssistant.from_target(model, **skip.to_lists(), drafting=DRAFT_ONLY)
             samples = replay_rounds(draft, trajectories, max_draft=max(args.draft_length, 8))
             stats = samples.stats(args.draft_length)
             replayed[key] = {
@@ -235,8 +226,8 @@ def main(argv: list[str] | None = None) -> None:
                         "method": spec,
                         "granularity": granularity,
                         "budget": budget,
-                        "bytes_skipped": skip_fraction(skip, costs),
-                        **skip_lists(skip),
+                        "bytes_skipped": skip.saved_fraction(*costs),
+                        **skip.to_lists(),
                         **result,
                         "scoring_seconds": scores.seconds,
                     }
@@ -275,7 +266,7 @@ def time_profile(model, args, command: str) -> None:
     import resource
     import warnings
 
-    from sdfp_hf.selection import profile
+    from sdfp_hf.profiler import profile
 
     def rss_mib() -> float:
         with open("/proc/self/status") as f:
@@ -317,7 +308,7 @@ def time_profile(model, args, command: str) -> None:
         "summary": result.summary(),
         "warnings": [str(w.message) for w in caught],
         "calibration": result.calibration,
-        "skip": skip_lists(result.skip),
+        "skip": result.skip.to_lists(),
         "predicted": {k: v for k, v in (result.predicted or {}).items() if k != "table"},
         "candidates": result.candidates,
     }

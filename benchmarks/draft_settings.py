@@ -1,6 +1,6 @@
 """Which draft length and confidence threshold to default to: exact replayed acceptance on a real model.
 
-    python benchmarks/draft_settings.py --model smollm2-135m --prompts 3 --max-new-tokens 48
+    python -m benchmarks.draft_settings --model smollm2-135m --prompts 3 --max-new-tokens 48
 
 For a draft skipping 25% of the layers (evenly spaced), replays greedy speculative decoding
 (`sdfp_hf.replay`, exact in fp32) on Spec-Bench prompts for every draft length and threshold, and
@@ -10,17 +10,14 @@ predicts the speedup from the forward counts with a measured draft-step cost. Pr
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != os.path.dirname(os.path.abspath(__file__))]
+import torch
+from transformers import DynamicCache
 
-import torch  # noqa: E402
-from transformers import DynamicCache  # noqa: E402
-
-from sdfp_hf import SDFPAssistant  # noqa: E402
-from sdfp_hf.models import load_model  # noqa: E402
-from sdfp_hf.replay import replay_acceptance  # noqa: E402
+from sdfp_hf import SDFPAssistant
+from sdfp_hf.models import load_model
+from sdfp_hf.replay import replay_acceptance
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--model", default="smollm2-135m")

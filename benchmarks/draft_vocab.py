@@ -11,7 +11,7 @@ template, the target's greedy output):
   generation) with the full head and with each reduced head, relative to one target step (fastest of
   interleaved repeats, after up to 256 tokens of context).
 
-    python benchmarks/draft_vocab.py --model smollm2-135m --out benchmarks/results/draft-vocab/smollm2-135m
+    python -m benchmarks.draft_vocab --model smollm2-135m --out benchmarks/results/draft-vocab/smollm2-135m
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache
 
-from _report import write_report
+from benchmarks._report import write_report
+from benchmarks.methods import select_skip_layers
+from benchmarks.prompts import encode_prompt, load_prompts
 from sdfp_hf.assistant import SDFPAssistant
-from sdfp_hf.benchmark import encode_prompt, load_prompts, select_skip_layers
 from sdfp_hf.cache import DraftCache
 from sdfp_hf.calibration import build_calibration
 from sdfp_hf.models import load_model
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
     args = parser.parse_args(argv)
-    command = "python benchmarks/draft_vocab.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.draft_vocab " + shlex.join(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model, dtype=torch.bfloat16 if args.dtype == "bf16" else torch.float32)
 

@@ -13,7 +13,7 @@ here, interleaved). Speedup = (1 + A) / cost, best depth n for each width k.
 transformers' assisted decoding verifies chains only; a tree needs a decoding loop of our own. This
 estimate is what such a loop would have to beat.
 
-    python benchmarks/tree_estimate.py --model qwen2.5-coder-1.5b --out benchmarks/results/tree-estimate/qwen2.5-coder-1.5b
+    python -m benchmarks.tree_estimate --model qwen2.5-coder-1.5b --out benchmarks/results/tree-estimate/qwen2.5-coder-1.5b
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ from pathlib import Path
 
 import torch
 
-from _report import write_report
+from benchmarks._report import write_report
+from benchmarks.methods import select_skip_layers
+from benchmarks.prompts import encode_prompt, load_prompts
 from sdfp_hf.assistant import SDFPAssistant
-from sdfp_hf.benchmark import encode_prompt, load_prompts, select_skip_layers
+from sdfp_hf.costs import measure_step_costs
 from sdfp_hf.models import load_model
-from sdfp_hf.selection import measure_step_costs, one_step_agreement, target_trajectories
+from sdfp_hf.replay import one_step_agreement, target_trajectories
 
 
 def _draft(model, spec: str) -> SDFPAssistant:
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
     args = parser.parse_args(argv)
-    command = "python benchmarks/tree_estimate.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.tree_estimate " + shlex.join(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model, dtype=torch.bfloat16 if args.dtype == "bf16" else torch.float32)
     widths = [int(w) for w in args.widths.split(",")]

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from sdfp_hf import SDFPAssistant
-from sdfp_hf.models import load_model
+from sdfp_hf import load_model
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model", default="smollm2-135m")
@@ -27,7 +27,7 @@ parser.add_argument(
 parser.add_argument("--out", default="smollm2-135m-sdfp-draft")
 args = parser.parse_args()
 
-model, tokenizer = load_model(args.model, install=True)
+model, tokenizer = load_model(args.model)
 if args.mask:
     draft = SDFPAssistant.from_pretrained(model, args.mask)
 else:

@@ -10,7 +10,7 @@ The mask is checked against the model: a mask made for another architecture is r
 import argparse
 
 from sdfp_hf import SDFPAssistant
-from sdfp_hf.models import load_model
+from sdfp_hf import load_model
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("mask", nargs="?", default="smollm2-135m-sdfp-mask", help="mask folder or Hub repo id")
@@ -18,7 +18,7 @@ parser.add_argument("--model", default="smollm2-135m")
 parser.add_argument("--max-new-tokens", type=int, default=48)
 args = parser.parse_args()
 
-model, tokenizer = load_model(args.model, install=True)
+model, tokenizer = load_model(args.model)
 draft = SDFPAssistant.from_pretrained(model, args.mask)  # also: revision=, subfolder=, token=
 mask = draft.sdfp_config
 print(f"mask for {mask.base_model_name_or_path}: skips layers {mask.skip_layers}", end="")

@@ -9,7 +9,7 @@ import argparse
 from transformers import pipeline
 
 from sdfp_hf import SDFPAssistant
-from sdfp_hf.models import load_model
+from sdfp_hf import load_model
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model", default="smollm2-135m")
@@ -17,7 +17,7 @@ parser.add_argument("--max-new-tokens", type=int, default=64)
 parser.add_argument("--mask", default=None, help="a saved mask (folder or Hub id) instead of profiling now")
 args = parser.parse_args()
 
-model, tokenizer = load_model(args.model, install=True)
+model, tokenizer = load_model(args.model)
 if args.mask:
     draft = SDFPAssistant.from_pretrained(model, args.mask)
 else:

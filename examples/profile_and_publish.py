@@ -12,8 +12,8 @@ from pathlib import Path
 
 from huggingface_hub import get_token
 
-from sdfp_hf.models import load_model
-from sdfp_hf.selection import profile
+from sdfp_hf import load_model
+from sdfp_hf import profile
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model", default="smollm2-135m")
@@ -24,7 +24,7 @@ parser.add_argument(
 )
 args = parser.parse_args()
 
-model, tokenizer = load_model(args.model, install=True)
+model, tokenizer = load_model(args.model)
 # Data-free: the model writes its own calibration text. Pass texts or a `datasets.Dataset` to use yours.
 result = profile(
     model,

@@ -14,7 +14,7 @@ import time
 import torch
 
 from sdfp_hf import SDFPAssistant
-from sdfp_hf.models import load_model
+from sdfp_hf import load_model
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model", default="smollm2-135m")
@@ -23,7 +23,7 @@ parser.add_argument("--max-new-tokens", type=int, default=96)
 parser.add_argument("--mask", default=None, help="a saved mask (folder or Hub id) instead of profiling now")
 args = parser.parse_args()
 
-model, tokenizer = load_model(args.model, install=True)
+model, tokenizer = load_model(args.model)
 # The draft shares every weight with the model. Profiling chooses the layers it skips: Fisher information
 # on text the model writes itself (no dataset), then the skip ratio with the best predicted speedup.
 if args.mask:

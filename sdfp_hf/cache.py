@@ -1,23 +1,30 @@
-"""The draft's view of the target's KV cache.
+"""The draft's view of the target's KV cache, and the prefix cache the scorers and the replay use.
 
 During assisted generation the target's `DynamicCache` holds, for every layer, the keys and values of
 the verified prefix, computed by the full model. A layer-skipping draft keeps a subset of the target's
 layers, so for each kept attention layer it can attend to exactly those entries instead of keeping a
 second, approximate cache of its own: no second prefill, and the draft sees the true context.
 
-`DraftCache` presents, for the draft's layer `j`, the target's layer `layer_map[j]` plus the draft's own
-speculative entries of the current round. It never writes to the target's cache: it is built at the
-start of a round and dropped at its end, so the target cache is exactly what plain decoding would have.
+- `DraftCache` presents, for the draft's layer `j`, the target's layer `layer_map[j]` plus the draft's own
+  speculative entries of the current round. It never writes to the target's cache: it is built at the
+  start of a round and dropped at its end, so the target cache is exactly what plain decoding would have.
+- `PrefixLayer` / `PrefixCache` / `prefix_masks` let one batched forward see, per row, a given prefix of
+  keys and values (the target's) followed by its own queries' entries, with a 4-D mask saying which
+  columns each query sees. `local_forward` runs a model so that every position sees the DETACHED keys and
+  values of its prefix: the scorers measure a branch the way the draft runs it, and the replay records
+  the target's keys and values from it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
-from transformers.cache_utils import Cache, CacheLayerMixin, DummyLayer, DynamicLayer
 
-__all__ = ["DraftCache", "SpeculativeLayer"]
+from ._compat import Cache, CacheLayerMixin, DummyLayer, DynamicLayer, attn_implementation
+
+__all__ = ["DraftCache", "PrefixCache", "PrefixLayer", "SpeculativeLayer", "local_forward", "prefix_masks"]
 
 
 class SpeculativeLayer(CacheLayerMixin):
@@ -103,3 +110,140 @@ class DraftCache(Cache):
     def __init__(self, target_cache: Cache, layer_map: Sequence[int | None]):
         layers = [DummyLayer() if t is None else SpeculativeLayer(target_cache.layers[t]) for t in layer_map]
         super().__init__(layers=layers)
+
+
+class PrefixLayer:
+    """A cache layer that makes attention see ``cat([prefix, own])`` keys and values.
+
+    With `prefix` given (the target's keys and values of a whole sequence), a draft's queries can attend
+    to the target's exact prefix and to their own entries; with `prefix=None`, the prefix is the layer's
+    own keys and values, detached, so that gradients reach a position's output only through the
+    position itself. The 4-D attention mask built by `prefix_masks` says which columns each query sees.
+    """
+
+    is_compileable = False
+    is_croppable = False
+    is_sliding = False
+
+    def __init__(self, keys: torch.Tensor | None = None, values: torch.Tensor | None = None, record: bool = False):
+        self.prefix_keys, self.prefix_values = keys, values
+        self.record = record
+        self.keys = self.values = None
+        self.is_initialized = True
+
+    def lazy_initialization(self, key_states, value_states) -> None:
+        pass
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        pk = key_states.detach() if self.prefix_keys is None else self.prefix_keys
+        pv = value_states.detach() if self.prefix_values is None else self.prefix_values
+        if self.record:  # keep this layer's keys and values of the whole sequence (no sliding-window trim)
+            self.keys, self.values = key_states.detach(), value_states.detach()
+        return torch.cat([pk, key_states], dim=-2), torch.cat([pv, value_states], dim=-2)
+
+    def get_seq_length(self) -> int:
+        return 0
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return query_length, 0
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def offload(self) -> None: ...
+
+    def prefetch(self) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+class PrefixCache(Cache):
+    """A cache of `PrefixLayer`s (`None` for a layer that holds no cache, e.g. a skipped attention)."""
+
+    def __init__(self, layers: Sequence[PrefixLayer | None]):
+        super().__init__(layers=[DummyLayer() if layer is None else layer for layer in layers])
+
+
+def prefix_masks(
+    config: Any,
+    query_positions: torch.Tensor,
+    window_starts: torch.Tensor,
+    prefix_valid: torch.Tensor,
+    dtype: torch.dtype,
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """4-D attention masks over ``cat([prefix, own])`` keys (see `PrefixLayer`).
+
+    Query `i` of row `b` (at position ``query_positions[b, i]``) sees the prefix keys at positions below
+    ``window_starts[b, i]`` and its own row's keys from ``window_starts[b, i]`` up to its own position,
+    within the sliding window of sliding layers.
+
+    Args:
+        query_positions (`torch.LongTensor` of shape `(batch, queries)`): each row strictly increasing.
+        window_starts (`torch.LongTensor` of shape `(batch, queries)`): at most the query position.
+        prefix_valid (`torch.BoolTensor` of shape `(batch, prefix)`): which prefix positions hold real tokens.
+
+    Returns:
+        One mask of shape `(batch, 1, queries, prefix + queries)`, or a dict by layer type for models
+        with `config.layer_types`; boolean for SDPA, additive float of `dtype` for eager attention.
+    """
+    impl = attn_implementation(config)
+    if impl not in ("sdpa", "eager"):
+        raise NotImplementedError(
+            f"scoring with exact draft context needs SDPA or eager attention, this model uses {impl!r}: load it "
+            "with `attn_implementation='sdpa'`"
+        )
+    prefix_len = prefix_valid.shape[1]
+    key_pos = torch.arange(prefix_len, device=query_positions.device)
+    q = query_positions[:, :, None]
+    start = window_starts[:, :, None]
+    prefix_ok = (key_pos[None, None, :] < start) & prefix_valid[:, None, :]
+    own = query_positions[:, None, :]
+    own_ok = (own >= start) & (own <= q)
+
+    def build(window: int | None) -> torch.Tensor:
+        p, o = prefix_ok, own_ok
+        if window is not None:
+            p = p & (key_pos[None, None, :] > q - window)
+            o = o & (own > q - window)
+        ok = torch.cat([p, o], dim=-1)[:, None]
+        if impl == "sdpa":
+            return ok
+        return torch.zeros(ok.shape, dtype=dtype, device=ok.device).masked_fill_(~ok, torch.finfo(dtype).min)
+
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        return {t: build(window if t == "sliding_attention" else None) for t in set(layer_types)}
+    return build(window)
+
+
+def local_forward(
+    model: torch.nn.Module,
+    input_ids: torch.LongTensor,
+    attention_mask: torch.Tensor,
+    record: list[PrefixLayer] | None = None,
+) -> torch.Tensor:
+    """Logits of a right-padded batch in which every position sees the detached keys and values of its prefix.
+
+    Gradients then reach a position's output only through the position itself (as in a draft that reads
+    the target's cache). With `record` (a list), the `PrefixLayer`s holding each layer's keys and values of
+    the whole batch are appended to it.
+
+    Args:
+        model (`PreTrainedModel`): a causal LM with SDPA or eager attention.
+        input_ids (`torch.LongTensor` of shape `(batch, length)`).
+        attention_mask (`torch.Tensor` of shape `(batch, length)`): 1 for real tokens, 0 for padding.
+        record (`list`, *optional*): receives the layers' recorded keys and values.
+    """
+    rows, length = input_ids.shape
+    positions = torch.arange(length, device=input_ids.device).expand(rows, length)
+    masks = prefix_masks(
+        model.config, positions, positions, attention_mask.bool(), model.get_input_embeddings().weight.dtype
+    )
+    num_layers = model.config.get_text_config(decoder=True).num_hidden_layers
+    layers = [PrefixLayer(record=record is not None) for _ in range(num_layers)]
+    if record is not None:
+        record.extend(layers)
+    return model(
+        input_ids=input_ids, attention_mask=masks, position_ids=positions, cache=PrefixCache(layers), use_cache=True
+    ).logits

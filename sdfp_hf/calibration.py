@@ -19,9 +19,13 @@ the same arguments give the same tokens, and the global random state is left as 
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -29,7 +33,7 @@ import torch
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["CalibrationData", "build_calibration", "generate_continuations"]
+__all__ = ["CalibrationData", "build_calibration", "dataset_texts", "generate_continuations", "texts_from_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -497,3 +501,64 @@ def _pack(
     if not rows:
         raise ValueError("the calibration texts tokenize to fewer than 2 tokens: give longer texts")
     return rows
+
+
+def texts_from_file(path: str | os.PathLike[str], text_column: str = "text") -> list[str]:
+    """Calibration texts from a file: paragraphs (separated by blank lines) of a text file, or the strings
+    of a JSONL file (one string, or one object with a `text_column` field, per line).
+
+    Raises:
+        `ValueError`: the file is missing, holds no text, or a JSONL line is malformed (the message names
+            the line).
+    """
+    file = Path(os.path.expandvars(os.fspath(path))).expanduser()
+    if not file.is_file():
+        raise ValueError(f"calibration file `{path}` does not exist")
+    text = file.read_text(encoding="utf-8")
+    if file.suffix.lower() not in (".jsonl", ".json", ".ndjson"):
+        texts = [part.strip() for part in re.split(r"\n\s*\n", text) if part.strip()]
+    else:
+        texts = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise ValueError(f"{path}, line {number}: not valid JSON ({e})") from None
+            if isinstance(row, dict):
+                if not isinstance(row.get(text_column), str):
+                    raise ValueError(
+                        f"{path}, line {number}: no string field {text_column!r} (fields: {', '.join(row) or 'none'}); "
+                        "name the field with --text-column"
+                    )
+                row = row[text_column]
+            if not isinstance(row, str):
+                raise ValueError(f"{path}, line {number}: expected a string or an object, got {type(row).__name__}")
+            if row.strip():
+                texts.append(row)
+    if not texts:
+        raise ValueError(f"calibration file `{path}` holds no text")
+    return texts
+
+
+def dataset_texts(name: str, config: str | None = None, *, split: str = "train", text_column: str = "text") -> Any:
+    """A `datasets` dataset as a calibration source, its `text_column` renamed to ``"text"``.
+
+    Raises:
+        `ImportError`: the `datasets` package is missing (with what to install).
+        `ValueError`: the dataset has no such column.
+    """
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError("calibration on a dataset needs the `datasets` package: pip install 'sdfp-hf[datasets]'") from None
+    dataset = datasets.load_dataset(name, config, split=split)
+    if text_column not in dataset.column_names:
+        raise ValueError(
+            f"dataset {name} has no column {text_column!r} (columns: {', '.join(dataset.column_names)}): "
+            "name the text column with --text-column"
+        )
+    if text_column != "text":
+        dataset = dataset.select_columns([text_column]).rename_column(text_column, "text")
+    return dataset

@@ -13,8 +13,9 @@ Versioning. `format_version` is the MAJOR version of the file layout, an integer
 - removing or renaming a key, changing the meaning of a value or adding a required key increments it:
   an older sdfp-hf refuses such a file and asks to be upgraded.
 
-This module knows nothing of torch or of the Hub: the model is seen only through its transformers
-`PretrainedConfig` (duck-typed), and the Hub methods import `sdfp_hf.hub` lazily.
+This module knows nothing of torch: the model is seen only through its transformers `PretrainedConfig`
+(duck-typed). Saving, loading and publishing come from `HubMixin` (`sdfp_hf.hub`), which knows nothing
+of the mask's fields; the mask provides the file's text, its parser and its model card.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
+
+from ._version import __version__
+from .hub import PLOT_NAME, HubMixin, render_model_card
+from .skipset import GRANULARITIES, SkipSet
 
 __all__ = [
     "CONFIG_NAME",
@@ -44,7 +49,6 @@ CONFIG_NAME = "sdfp_config.json"
 FORMAT_VERSION = 1
 """Major version of the `sdfp_config.json` layout written by this version of sdfp-hf."""
 
-GRANULARITIES = ("layer", "sublayer")
 NUM_ASSISTANT_TOKENS_SCHEDULES = ("constant", "heuristic", "heuristic_transient")
 # Draft settings used when neither the caller nor a mask gives them; chosen from measurements on the
 # real models (README, "Draft settings").
@@ -78,15 +82,12 @@ class SDFPConfigError(ValueError):
     """Raised when a mask (an `SDFPConfig` or an `sdfp_config.json`) is malformed or does not fit a model."""
 
 
-def _library_version() -> str:
-    # Imported when called, not at module import: `sdfp_hf/__init__.py` may import this module.
-    from . import __version__
-
-    return __version__
+CARD_TEMPLATE = "sdfp_mask_card.md"
+"""File name of the mask's model card template, in `hub_cards/`."""
 
 
 @dataclass
-class SDFPConfig:
+class SDFPConfig(HubMixin):
     """A layer-skipping mask for one model: what the draft skips, why, and how it was measured.
 
     Build one with [`SDFPConfig.from_model_config`] (which fills the architecture fingerprint from the
@@ -210,10 +211,12 @@ class SDFPConfig:
     )
 
     CONFIG_NAME: ClassVar[str] = CONFIG_NAME
+    hub_file_name: ClassVar[str] = CONFIG_NAME
+    hub_artifact: ClassVar[str] = "sdfp mask"
 
     def __post_init__(self) -> None:
         if self.sdfp_version is None:
-            self.sdfp_version = _library_version()
+            self.sdfp_version = __version__
         self.validate()
 
     # ------------------------------------------------------------------ validation
@@ -231,7 +234,7 @@ class SDFPConfig:
         version = _int(self.format_version, "format_version", minimum=1)
         if version > FORMAT_VERSION:
             raise SDFPConfigError(
-                f"this mask has format_version {version}, but sdfp-hf {_library_version()} reads versions up to "
+                f"this mask has format_version {version}, but sdfp-hf {__version__} reads versions up to "
                 f"{FORMAT_VERSION}: upgrade sdfp-hf (`pip install -U sdfp-hf`) to load it"
             )
         self.format_version = version
@@ -263,32 +266,15 @@ class SDFPConfig:
 
         if self.granularity not in GRANULARITIES:
             raise SDFPConfigError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
-        for name in ("skip_layers", "skip_attention", "skip_mlp"):
-            setattr(self, name, _indices(getattr(self, name), name, num_layers, sort=True))
         if self.granularity == "layer" and (self.skip_attention or self.skip_mlp):
             raise SDFPConfigError(
                 "a mask with granularity 'layer' lists whole layers in skip_layers only, but skip_attention="
-                f"{self.skip_attention} and skip_mlp={self.skip_mlp} are set: use granularity='sublayer' to "
-                "skip attention and MLP branches separately"
+                f"{self.skip_attention} and skip_mlp={self.skip_mlp} are set: use granularity='sublayer' "
+                "to skip attention and MLP branches separately"
             )
-        for name in ("skip_attention", "skip_mlp"):
-            both = sorted(set(self.skip_layers) & set(getattr(self, name)))
-            if both:
-                raise SDFPConfigError(
-                    f"layers {both} are in both skip_layers and {name}: a layer is skipped whole or by "
-                    "sub-layer, not both"
-                )
-        attention, mlp = self.attention_skipped, self.mlp_skipped
-        if len(attention) == num_layers and len(mlp) == num_layers:
-            raise SDFPConfigError(
-                f"the mask skips all {num_layers} layers (every attention and every MLP branch), which leaves "
-                "no draft: keep at least one layer"
-            )
-        if len(attention) == num_layers:
-            raise SDFPConfigError(
-                f"the mask skips the attention of all {num_layers} layers: a draft needs at least one attention "
-                "sub-layer to read the context; keep one"
-            )
+        self.skip_set  # noqa: B018 - the one skip-set validator (sdfp_hf.skipset) raises on a bad list
+        for name in ("skip_layers", "skip_attention", "skip_mlp"):
+            setattr(self, name, sorted(getattr(self, name)))
 
         scores = _dict(self.scores, "scores")
         for kind, values in scores.items():
@@ -443,14 +429,25 @@ class SDFPConfig:
     # ------------------------------------------------------------------ skip sets
 
     @property
+    def skip_set(self) -> SkipSet:
+        """What the draft skips, as a validated [`SkipSet`] (raises `SDFPConfigError` on a bad list)."""
+        return SkipSet.from_lists(
+            _int(self.num_hidden_layers, "num_hidden_layers", minimum=1),
+            skip_layers=self.skip_layers,
+            skip_attention=self.skip_attention,
+            skip_mlp=self.skip_mlp,
+            error=SDFPConfigError,
+        )
+
+    @property
     def attention_skipped(self) -> list[int]:
         """Layers whose attention branch the draft skips (whole-layer and attention-only skips), sorted."""
-        return sorted(set(self.skip_layers) | set(self.skip_attention))
+        return list(self.skip_set.attention)
 
     @property
     def mlp_skipped(self) -> list[int]:
         """Layers whose MLP branch the draft skips (whole-layer and MLP-only skips), sorted."""
-        return sorted(set(self.skip_layers) | set(self.skip_mlp))
+        return list(self.skip_set.mlp)
 
     # ------------------------------------------------------------------ serialization
 
@@ -486,7 +483,7 @@ class SDFPConfig:
         version = data.get("format_version")
         if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
             raise SDFPConfigError(
-                f"this mask has format_version {version}, but sdfp-hf {_library_version()} reads versions up to "
+                f"this mask has format_version {version}, but sdfp-hf {__version__} reads versions up to "
                 f"{FORMAT_VERSION}: upgrade sdfp-hf (`pip install -U sdfp-hf`) to load it"
             )
         missing = sorted(REQUIRED_KEYS - data.keys())
@@ -539,81 +536,78 @@ class SDFPConfig:
         except SDFPConfigError as e:
             raise SDFPConfigError(f"{os.fspath(path)}: {e}") from None
 
-    # ------------------------------------------------------------------ Hub (see sdfp_hf.hub)
+    # ------------------------------------------------------------------ Hub (HubMixin's hooks)
 
-    def save_pretrained(
-        self,
-        save_directory: str | os.PathLike[str],
-        *,
-        card: bool = True,
-        plot: str | os.PathLike[str] | bytes | None = None,
-    ) -> str:
-        """Write `sdfp_config.json` (and a model card, never over an existing README) to a folder.
-
-        See [`sdfp_hf.hub.save_pretrained`]. Returns the path of the written `sdfp_config.json`.
-        """
-        from .hub import save_pretrained
-
-        return save_pretrained(self, save_directory, card=card, plot=plot)
+    def _to_hub_text(self) -> str:
+        return self.to_json_string()
 
     @classmethod
-    def from_pretrained(
-        cls,
-        dir_or_repo_id: str | os.PathLike[str],
-        *,
-        revision: str | None = None,
-        subfolder: str | None = None,
-        token: str | bool | None = None,
-        cache_dir: str | os.PathLike[str] | None = None,
-        local_files_only: bool = False,
-    ) -> SDFPConfig:
-        """Load a mask from a local folder (looked at first) or a Hub repository, JSON only.
+    def _from_hub_file(cls, path: str | os.PathLike[str]) -> SDFPConfig:
+        return cls.from_json_file(path)
 
-        See [`sdfp_hf.hub.load_config`] for the arguments and the errors raised.
+    def _hub_card(self, *, repo_id: str | None, subfolder: str | None, plot: bool) -> str:
+        return self.model_card(repo_id=repo_id, subfolder=subfolder, plot=plot)
+
+    def model_card(self, *, repo_id: str | None = None, subfolder: str | None = None, plot: bool = False) -> str:
+        """The model card (`README.md`) of this mask, from the `hub_cards/` template.
+
+        Its YAML metadata links the mask to its base model (`base_model`, when that is a Hub id),
+        declares `library_name: sdfp-hf` and the tags `sdfp`, `speculative-decoding`, ...
+
+        Args:
+            repo_id (`str`, *optional*): the repository the card is for, used in the usage snippet.
+            subfolder (`str`, *optional*): the repository folder holding the mask (snippet, plot link).
+            plot (`bool`, *optional*, defaults to `False`): whether `sdfp_scores.png` is next to the mask.
         """
-        from .hub import load_config
-
-        config = load_config(
-            dir_or_repo_id,
-            revision=revision,
+        base_model = self.base_model_name_or_path
+        return render_model_card(
+            CARD_TEMPLATE,
+            base_model=base_model,
+            tags=[self.model_type],
+            config=self,
+            config_name=CONFIG_NAME,
+            model_name=f"`{base_model}`" if base_model else f"a `{self.model_type}` model",
+            model_id=base_model or "<base model>",
+            repo_id=repo_id or "<this repo>",
             subfolder=subfolder,
-            token=token,
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
+            plot_path=(f"{subfolder}/{PLOT_NAME}" if subfolder else PLOT_NAME) if plot else None,
+            measurements=_measurement_rows(self.measurements),
+            hardware=self.measurements.get("hardware"),
+            calibration=_calibration_rows(self.calibration),
         )
-        if not isinstance(config, cls):  # a subclass asked for itself
-            config = cls.from_dict(config.to_dict())
-        return config
 
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        private: bool | None = None,
-        token: str | None = None,
-        revision: str | None = None,
-        create_pr: bool = False,
-        commit_message: str | None = None,
-        subfolder: str | None = None,
-        plot_path: str | os.PathLike[str] | bytes | None = None,
-    ) -> str:
-        """Publish the mask to a Hub repository in one commit and return the commit URL.
 
-        See [`sdfp_hf.hub.push_to_hub`] for the arguments and the errors raised.
-        """
-        from .hub import push_to_hub
+# ---------------------------------------------------------------------- model card rows
 
-        return push_to_hub(
-            self,
-            repo_id,
-            private=private,
-            token=token,
-            revision=revision,
-            create_pr=create_pr,
-            commit_message=commit_message,
-            subfolder=subfolder,
-            plot_path=plot_path,
-        )
+
+def _measurement_rows(measurements: dict[str, Any]) -> dict[str, str]:
+    rows = {}
+    for key, value in measurements.items():
+        if key == "acceptance" and isinstance(value, float):
+            rows[key] = f"{value:.1%}"
+        elif key == "speedup" and isinstance(value, float):
+            rows[key] = f"{value:.2f}×"
+        elif value is not None:
+            rows[key] = str(value)
+    return rows
+
+
+def _calibration_rows(calibration: dict[str, Any]) -> dict[str, str]:
+    labels = {
+        "source": "source",
+        "num_sequences": "sequences",
+        "num_tokens": "tokens",
+        "sequence_length": "sequence length",
+        "seed": "seed",
+        "dtype": "dtype",
+        "seconds": "time taken",
+    }
+    rows = {}
+    for key, value in calibration.items():
+        if value is None:
+            continue
+        rows[labels.get(key, key)] = f"{value:.1f} s" if key == "seconds" else str(value)
+    return rows
 
 
 # ---------------------------------------------------------------------- value checks

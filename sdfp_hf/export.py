@@ -32,53 +32,18 @@ import torch
 from torch import nn
 
 from .architectures import get_architecture
+from .draft import DraftModel
+from .hub import render_model_card
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-    from .assistant import SDFPAssistant
 
 __all__ = ["SDFP_ONLY_CONFIG_ATTRIBUTES", "save_standalone", "standalone_config"]
 
 #: Attributes the draft's in-memory config may carry that belong to no published architecture.
 SDFP_ONLY_CONFIG_ATTRIBUTES = ("kv_sharing_modes",)
 
-_README = """\
----
-{metadata}tags:
-- sdfp
-- speculative-decoding
-- draft-model
----
-
-# Layer-skipping draft of {target}
-
-A speculative-decoding draft exported by [sdfp-hf](https://github.com/sdfp-hf/sdfp-hf) with
-`save_standalone`: the {num_kept} of {num_layers} decoder layers of `{target}` that the draft keeps,
-renumbered, in an ordinary `{model_class}` checkpoint. It shares the target's tokenizer; use it only as
-the draft of that target.
-
-- skipped whole: {skip_layers}
-- attention only skipped (output projection set to zero, still computed): {skip_attention}
-- MLP only skipped (output projection set to zero, still computed): {skip_mlp}
-
-```python
-from transformers import AutoModelForCausalLM
-
-target = AutoModelForCausalLM.from_pretrained("{target}")
-draft = AutoModelForCausalLM.from_pretrained("<this folder>")
-out = target.generate(**inputs, assistant_model=draft)
-```
-
-Serving with vLLM (speculative decoding with a separate draft model):
-
-```bash
-vllm serve {target} --speculative-config '{{"model": "<this folder>", "num_speculative_tokens": 5, "method": "draft_model"}}'
-```
-"""
-
-
-def standalone_config(draft: SDFPAssistant) -> Any:
+def standalone_config(draft: DraftModel) -> Any:
     """The transformers config of the standalone checkpoint of `draft`.
 
     The target's config (not the draft's, which may carry sdfp-only cache hints), with
@@ -114,7 +79,7 @@ def standalone_config(draft: SDFPAssistant) -> Any:
 
 
 def save_standalone(
-    draft: SDFPAssistant,
+    draft: DraftModel,
     save_directory: str | os.PathLike[str],
     *,
     tokenizer: PreTrainedTokenizerBase | None = None,
@@ -146,9 +111,7 @@ def save_standalone(
     Returns:
         `str`: the folder written.
     """
-    from .assistant import SDFPAssistant
-
-    if not isinstance(draft, SDFPAssistant):
+    if not isinstance(draft, DraftModel):
         raise TypeError(
             f"save_standalone expects an sdfp-hf draft (`SDFPAssistant.from_target(model, ...)`), got "
             f"{type(draft).__name__}: a plain model is saved with `model.save_pretrained`"
@@ -181,7 +144,7 @@ def _embeddings_tied(model: PreTrainedModel) -> bool:
     return output.weight is inputs.weight or output.weight.data_ptr() == inputs.weight.data_ptr()
 
 
-def _standalone_model(draft: SDFPAssistant) -> PreTrainedModel:
+def _standalone_model(draft: DraftModel) -> PreTrainedModel:
     """A model of the target's class holding the draft's layers, sharing the target's tensors.
 
     It is built on the meta device (no memory, no random init) and each of its parameters and buffers
@@ -227,23 +190,18 @@ def _standalone_model(draft: SDFPAssistant) -> PreTrainedModel:
     return standalone
 
 
-def _readme(draft: SDFPAssistant) -> str:
+def _readme(draft: DraftModel) -> str:
     mask = draft.sdfp_config
     target = mask.base_model_name_or_path or getattr(draft.target, "name_or_path", None) or "<target model>"
-    from .hub import _is_repo_id
-
-    metadata = f"base_model: {target}\n" if _is_repo_id(target) else ""
-
-    def listed(values: list[int]) -> str:
-        return ", ".join(map(str, values)) if values else "none"
-
-    return _README.format(
-        metadata=metadata,
+    return render_model_card(
+        "sdfp_draft_card.md",
+        base_model=target,
+        tags=["draft-model", mask.model_type],
         target=target,
         num_kept=len(draft.skip.kept_layers),
         num_layers=draft.skip.num_layers,
         model_class=type(draft.target).__name__,
-        skip_layers=listed(mask.skip_layers),
-        skip_attention=listed(mask.skip_attention),
-        skip_mlp=listed(mask.skip_mlp),
+        skip_layers=mask.skip_layers,
+        skip_attention=mask.skip_attention,
+        skip_mlp=mask.skip_mlp,
     )

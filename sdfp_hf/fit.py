@@ -69,14 +69,16 @@ import logging
 import math
 import resource
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from ._compat import attn_implementation
 from .architectures import get_architecture
+from .cache import local_forward
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -170,114 +172,6 @@ def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="batch", disable=not enabled, leave=False)
-
-
-class _PrefixLayer:
-    """A cache layer that makes attention see ``cat([prefix, own])`` keys and values.
-
-    With `prefix` given (the target's keys and values of a whole sequence), a draft's queries can attend
-    to the target's exact prefix and to their own entries; with `prefix=None`, the prefix is the layer's
-    own keys and values, detached, so that gradients reach a position's output only through the
-    position itself. The 4-D attention mask built by `_prefix_masks` says which columns each query sees.
-    """
-
-    is_compileable = False
-    is_croppable = False
-    is_sliding = False
-
-    def __init__(self, keys: torch.Tensor | None = None, values: torch.Tensor | None = None, record: bool = False):
-        self.prefix_keys, self.prefix_values = keys, values
-        self.record = record
-        self.keys = self.values = None
-        self.is_initialized = True
-
-    def lazy_initialization(self, key_states, value_states) -> None:
-        pass
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
-        pk = key_states.detach() if self.prefix_keys is None else self.prefix_keys
-        pv = value_states.detach() if self.prefix_values is None else self.prefix_values
-        if self.record:  # keep this layer's keys and values of the whole sequence (no sliding-window trim)
-            self.keys, self.values = key_states.detach(), value_states.detach()
-        return torch.cat([pk, key_states], dim=-2), torch.cat([pv, value_states], dim=-2)
-
-    def get_seq_length(self) -> int:
-        return 0
-
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return query_length, 0
-
-    def get_max_length(self) -> int:
-        return -1
-
-    def offload(self) -> None: ...
-
-    def prefetch(self) -> None: ...
-
-    def reset(self) -> None: ...
-
-
-def _prefix_cache(layers: Sequence[_PrefixLayer | None]):
-    from transformers.cache_utils import Cache, DummyLayer
-
-    class _PrefixCache(Cache):
-        def __init__(self):
-            super().__init__(layers=[DummyLayer() if layer is None else layer for layer in layers])
-
-    return _PrefixCache()
-
-
-def _prefix_masks(
-    config: Any,
-    query_positions: torch.Tensor,
-    window_starts: torch.Tensor,
-    prefix_valid: torch.Tensor,
-    dtype: torch.dtype,
-) -> torch.Tensor | dict[str, torch.Tensor]:
-    """4-D attention masks over ``cat([prefix, own])`` keys (see `_PrefixLayer`).
-
-    Query `i` of row `b` (at position ``query_positions[b, i]``) sees the prefix keys at positions below
-    ``window_starts[b, i]`` and its own row's keys from ``window_starts[b, i]`` up to its own position,
-    within the sliding window of sliding layers.
-
-    Args:
-        query_positions (`torch.LongTensor` of shape `(batch, queries)`): each row strictly increasing.
-        window_starts (`torch.LongTensor` of shape `(batch, queries)`): at most the query position.
-        prefix_valid (`torch.BoolTensor` of shape `(batch, prefix)`): which prefix positions hold real tokens.
-
-    Returns:
-        One mask of shape `(batch, 1, queries, prefix + queries)`, or a dict by layer type for models
-        with `config.layer_types`; boolean for SDPA, additive float of `dtype` for eager attention.
-    """
-    impl = getattr(config, "_attn_implementation", None) or "eager"
-    if impl not in ("sdpa", "eager"):
-        raise NotImplementedError(
-            f"scoring with exact draft context needs SDPA or eager attention, this model uses {impl!r}: load it "
-            "with `attn_implementation='sdpa'`"
-        )
-    prefix_len = prefix_valid.shape[1]
-    key_pos = torch.arange(prefix_len, device=query_positions.device)
-    q = query_positions[:, :, None]
-    start = window_starts[:, :, None]
-    prefix_ok = (key_pos[None, None, :] < start) & prefix_valid[:, None, :]
-    own = query_positions[:, None, :]
-    own_ok = (own >= start) & (own <= q)
-
-    def build(window: int | None) -> torch.Tensor:
-        p, o = prefix_ok, own_ok
-        if window is not None:
-            p = p & (key_pos[None, None, :] > q - window)
-            o = o & (own > q - window)
-        ok = torch.cat([p, o], dim=-1)[:, None]
-        if impl == "sdpa":
-            return ok
-        return torch.zeros(ok.shape, dtype=dtype, device=ok.device).masked_fill_(~ok, torch.finfo(dtype).min)
-
-    window = getattr(config, "sliding_window", None)
-    layer_types = getattr(config, "layer_types", None)
-    if layer_types is not None:
-        return {t: build(window if t == "sliding_attention" else None) for t in set(layer_types)}
-    return build(window)
 
 
 class _ResidualTaps:
@@ -428,7 +322,7 @@ def score_layers(
                 batch_size or 1, num_label_samples, seed, progress,
             )
         elif method in ("fisher_gate", "gate_flips"):
-            impl = getattr(model.config, "_attn_implementation", None) or "eager"
+            impl = attn_implementation(model.config)
             if local and impl not in ("sdpa", "eager"):
                 logger.warning(
                     "fisher_gate measures each position through itself only with SDPA or eager attention; this "
@@ -724,28 +618,11 @@ def _gate_fisher(
     return LayerScores("fisher_gate", attention, mlp, layer, details=details)
 
 
-def _forward(model: nn.Module, batch: CalibrationData, local: bool, record: list | None = None) -> torch.Tensor:
-    """Logits of `batch`; with `local`, every position sees the detached keys and values of its prefix.
-
-    With `record` (a list, local only), the `_PrefixLayer`s that hold each layer's keys and values of the
-    whole batch are appended to it.
-    """
-    if not local:
-        return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
-    spec = get_architecture(model)
-    num_layers = len(spec.decoder_layers(model))
-    rows, length = batch.input_ids.shape
-    positions = torch.arange(length, device=batch.input_ids.device).expand(rows, length)
-    masks = _prefix_masks(
-        model.config, positions, positions, batch.attention_mask.bool(), model.get_input_embeddings().weight.dtype
-    )
-    layers = [_PrefixLayer(record=record is not None) for _ in range(num_layers)]
-    if record is not None:
-        record.extend(layers)
-    cache = _prefix_cache(layers)
-    return model(
-        input_ids=batch.input_ids, attention_mask=masks, position_ids=positions, cache=cache, use_cache=True
-    ).logits
+def _forward(model: nn.Module, batch: CalibrationData, local: bool) -> torch.Tensor:
+    """Logits of `batch`; with `local`, every position sees the detached keys and values of its prefix."""
+    if local:
+        return local_forward(model, batch.input_ids, batch.attention_mask)
+    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
 
 
 @torch.no_grad()

@@ -1,22 +1,30 @@
-"""Saving, loading and publishing masks (`SDFPConfig`) on disk and on the Hugging Face Hub.
+"""`HubMixin`: save, load and publish a small JSON artifact on disk and on the Hugging Face Hub.
 
-- [`save_pretrained`] writes `sdfp_config.json` and a model card to a folder;
-- [`load_config`] reads a mask from a folder, or from a Hub repository (or one of its subfolders)
+In the manner of huggingface_hub's `ModelHubMixin`, the mixin owns the Hub I/O and knows nothing of the
+class that uses it: a subclass names its file (`hub_file_name`) and provides three hooks,
+`_to_hub_text` (the file's text), `_from_hub_file` (parse a downloaded or local file) and `_hub_card`
+(the model card). `SDFPConfig` (the mask) is that subclass; this module never imports it.
+
+- `save_pretrained` writes the file, a model card and an optional PNG to a folder;
+- `from_pretrained` reads it from a folder, or from a Hub repository (or one of its subfolders)
   through `hf_hub_download` and its cache, offline included;
-- [`push_to_hub`] publishes a mask in ONE commit and returns its URL; a README is only written to a
+- `push_to_hub` publishes it in ONE commit and returns its URL; a README is only written to a
   repository that has none.
 
-Reading a mask only parses JSON: nothing is unpickled, imported or executed, so no `trust_remote_code`
-is involved. Every failure of the Hub (repository or file not found, refused or missing token, no
-connection, offline without a cached copy) is raised as an [`SDFPHubError`] that says what happened
-and what to do.
+Reading only parses the subclass's file: nothing is unpickled, imported or executed. Every failure of
+the Hub (repository or file not found, refused or missing token, no connection, offline without a
+cached copy) is raised as an [`SDFPHubError`] that says what happened and what to do.
+
+`render_model_card` renders a model card from a template in `hub_cards/` with the Hub's YAML metadata; it is
+the one card renderer of the package (masks and exported drafts).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import jinja2
 from huggingface_hub import (
@@ -40,129 +48,294 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-from .config import CONFIG_NAME, SDFPConfig
+from ._version import __version__
 
 try:  # huggingface_hub >= 2 speaks HTTP through httpx2, 1.x through httpx
     from httpx2 import TransportError
 except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
     from httpx import TransportError
 
-__all__ = [
-    "CARD_TEMPLATE",
-    "PLOT_NAME",
-    "SDFPHubError",
-    "load_config",
-    "push_to_hub",
-    "render_card",
-    "save_pretrained",
-]
-
-CARD_TEMPLATE = "sdfp_mask_card.md"
-"""File name of the model card template, in the `hub_cards/` folder (package `sdfp_hf.hub_cards`)."""
+__all__ = ["CARD_TAGS", "PLOT_NAME", "HubMixin", "SDFPHubError", "is_repo_id", "render_model_card"]
 
 PLOT_NAME = "sdfp_scores.png"
-"""File name of the per-layer score plot, next to `sdfp_config.json`."""
+"""File name of the per-layer score plot, next to the artifact."""
 
 CARD_TAGS = ["sdfp", "speculative-decoding", "self-speculative-decoding", "layer-skip"]
+"""Tags every card sdfp-hf writes carries (the Hub lists sdfp-hf artifacts by them)."""
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
+_T = TypeVar("_T", bound="HubMixin")
+
 
 class SDFPHubError(OSError):
-    """Raised when a mask cannot be read from or written to a folder or the Hugging Face Hub."""
+    """Raised when an artifact cannot be read from or written to a folder or the Hugging Face Hub."""
 
 
-# ---------------------------------------------------------------------- local folders
+class HubMixin:
+    """Folder and Hub I/O for a class whose instances are one JSON-like file.
 
-
-def save_pretrained(
-    config: SDFPConfig,
-    save_directory: str | os.PathLike[str],
-    *,
-    card: bool = True,
-    plot: str | os.PathLike[str] | bytes | None = None,
-) -> str:
-    """Write a mask to a folder: `sdfp_config.json`, a model card and the score plot.
-
-    Args:
-        config ([`SDFPConfig`]):
-            The mask.
-        save_directory (`str` or `os.PathLike`):
-            The folder, created if needed.
-        card (`bool`, *optional*, defaults to `True`):
-            Whether to write a `README.md` model card. An existing `README.md` is never overwritten.
-        plot (`str`, `os.PathLike` or `bytes`, *optional*):
-            A PNG of the per-layer scores (a path or the bytes), copied as `sdfp_scores.png`.
-
-    Returns:
-        `str`: the path of the written `sdfp_config.json`.
+    Subclasses set `hub_file_name` (and optionally `hub_artifact`, the noun used in messages) and
+    implement `_to_hub_text`, `_from_hub_file` and `_hub_card`.
     """
-    directory = Path(save_directory)
-    if directory.exists() and not directory.is_dir():
-        raise SDFPHubError(f"cannot save the mask to `{directory}`: it is a file, not a folder")
-    directory.mkdir(parents=True, exist_ok=True)
-    text = config.to_json_string()  # validates before anything is written
-    png = _read_plot(plot) if plot is not None else None
-    path = directory / CONFIG_NAME
-    path.write_text(text, encoding="utf-8")
-    if png is not None:
-        (directory / PLOT_NAME).write_bytes(png)
-    readme = directory / "README.md"
-    if card and not readme.exists():
-        readme.write_text(render_card(config, plot=png is not None), encoding="utf-8")
-    return str(path)
 
+    hub_file_name: ClassVar[str]
+    hub_artifact: ClassVar[str] = "artifact"
+    _classes: ClassVar[dict[str, type[HubMixin]]] = {}
 
-# ---------------------------------------------------------------------- loading
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "hub_file_name" in cls.__dict__:  # the class that owns a file name (found by the old `load_config`)
+            HubMixin._classes.setdefault(cls.hub_file_name, cls)
 
+    # ------------------------------------------------------------------ hooks
 
-def load_config(
-    dir_or_repo_id: str | os.PathLike[str],
-    *,
-    revision: str | None = None,
-    subfolder: str | None = None,
-    token: str | bool | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    local_files_only: bool = False,
-) -> SDFPConfig:
-    """Load a mask from a local folder (looked at first) or from a Hub repository.
+    def _to_hub_text(self) -> str:
+        """The file's text, validated (raise before anything is written)."""
+        raise NotImplementedError
 
-    Args:
-        dir_or_repo_id (`str` or `os.PathLike`):
-            A folder holding `sdfp_config.json`, the path of such a file, or a Hub repository id
-            (`"user/mask-repo"`, or a model repository holding the mask in `subfolder`).
-        revision (`str`, *optional*):
-            Branch, tag or commit of the repository; defaults to `"main"`.
-        subfolder (`str`, *optional*):
-            Folder of the repository (or of the local folder) that holds the mask.
-        token (`str` or `bool`, *optional*):
-            Token for private or gated repositories; defaults to the saved token (`hf auth login`).
-        cache_dir (`str` or `os.PathLike`, *optional*):
-            Hub cache folder; defaults to the huggingface_hub cache.
-        local_files_only (`bool`, *optional*, defaults to `False`):
-            Only use the cache (as with `HF_HUB_OFFLINE=1`).
+    @classmethod
+    def _from_hub_file(cls: type[_T], path: str | os.PathLike[str]) -> _T:
+        """Parse a local file."""
+        raise NotImplementedError
 
-    Returns:
-        [`SDFPConfig`]: the validated mask.
+    def _hub_card(self, *, repo_id: str | None, subfolder: str | None, plot: bool) -> str:
+        """The model card (`README.md`) text."""
+        raise NotImplementedError
 
-    Raises:
-        [`SDFPConfigError`]: the file is not a valid mask.
-        [`SDFPHubError`]: the file could not be found or fetched; the message says why and what to do.
-    """
-    local = Path(dir_or_repo_id)
-    if local.is_file():
-        return SDFPConfig.from_json_file(local)
-    if local.is_dir():
-        path = local / subfolder / CONFIG_NAME if subfolder else local / CONFIG_NAME
-        if not path.is_file():
-            raise SDFPHubError(
-                f"the folder `{local}` has no `{CONFIG_NAME}`{f' in `{subfolder}`' if subfolder else ''}: "
-                "save a mask there with `SDFPConfig.save_pretrained`, or pass the folder that holds it"
+    # ------------------------------------------------------------------ folders
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike[str],
+        *,
+        card: bool = True,
+        plot: str | os.PathLike[str] | bytes | None = None,
+    ) -> str:
+        """Write the artifact to a folder, with a model card and optionally the score plot.
+
+        Args:
+            save_directory (`str` or `os.PathLike`):
+                The folder, created if needed.
+            card (`bool`, *optional*, defaults to `True`):
+                Whether to write a `README.md` model card. An existing `README.md` is never overwritten.
+            plot (`str`, `os.PathLike` or `bytes`, *optional*):
+                A PNG of the per-layer scores (a path or the bytes), copied as `sdfp_scores.png`.
+
+        Returns:
+            `str`: the path of the written file.
+        """
+        directory = Path(save_directory)
+        if directory.exists() and not directory.is_dir():
+            raise SDFPHubError(f"cannot save the {self.hub_artifact} to `{directory}`: it is a file, not a folder")
+        text = self._to_hub_text()  # validates before anything is written
+        png = _read_plot(plot) if plot is not None else None
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / self.hub_file_name
+        path.write_text(text, encoding="utf-8")
+        if png is not None:
+            (directory / PLOT_NAME).write_bytes(png)
+        readme = directory / "README.md"
+        if card and not readme.exists():
+            readme.write_text(self._hub_card(repo_id=None, subfolder=None, plot=png is not None), encoding="utf-8")
+        return str(path)
+
+    @classmethod
+    def from_pretrained(
+        cls: type[_T],
+        dir_or_repo_id: str | os.PathLike[str],
+        *,
+        revision: str | None = None,
+        subfolder: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+    ) -> _T:
+        """Load the artifact from a local folder (looked at first) or from a Hub repository.
+
+        Args:
+            dir_or_repo_id (`str` or `os.PathLike`):
+                A folder holding the file, the path of the file itself, or a Hub repository id
+                (`"user/mask-repo"`, or a model repository holding it in `subfolder`).
+            revision (`str`, *optional*):
+                Branch, tag or commit of the repository; defaults to `"main"`.
+            subfolder (`str`, *optional*):
+                Folder of the repository (or of the local folder) that holds the file.
+            token (`str` or `bool`, *optional*):
+                Token for private or gated repositories; defaults to the saved token (`hf auth login`).
+            cache_dir (`str` or `os.PathLike`, *optional*):
+                Hub cache folder; defaults to the huggingface_hub cache.
+            local_files_only (`bool`, *optional*, defaults to `False`):
+                Only use the cache (as with `HF_HUB_OFFLINE=1`).
+
+        Raises:
+            [`SDFPHubError`]: the file could not be found or fetched; the message says why and what to do.
+            Whatever the subclass's parser raises for a malformed file.
+        """
+        local = Path(dir_or_repo_id)
+        if local.is_file():
+            return cls._from_hub_file(local)
+        if local.is_dir():
+            path = local / subfolder / cls.hub_file_name if subfolder else local / cls.hub_file_name
+            if not path.is_file():
+                raise SDFPHubError(
+                    f"the folder `{local}` has no `{cls.hub_file_name}`{f' in `{subfolder}`' if subfolder else ''}: "
+                    f"save one there with `{cls.__name__}.save_pretrained`, or pass the folder that holds it"
+                )
+            return cls._from_hub_file(path)
+        return cls._from_hub_file(
+            _download(
+                cls.hub_file_name, cls.hub_artifact, os.fspath(dir_or_repo_id), revision=revision,
+                subfolder=_repo_subfolder(subfolder), token=token, cache_dir=cache_dir,
+                local_files_only=local_files_only,
             )
-        return SDFPConfig.from_json_file(path)
+        )
 
-    repo_id = os.fspath(dir_or_repo_id)
-    subfolder = _repo_subfolder(subfolder)
+    # ------------------------------------------------------------------ publishing
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        commit_message: str | None = None,
+        subfolder: str | None = None,
+        plot_path: str | os.PathLike[str] | bytes | None = None,
+    ) -> str:
+        """Publish the artifact to a Hub repository in one commit and return the commit URL.
+
+        The repository is created if needed. The commit holds the file (in `subfolder` if given), the score
+        plot if given, and a model card as `README.md` only if the repository has no README yet: an
+        existing README, such as a model's own, is never overwritten.
+
+        Args:
+            repo_id (`str`):
+                The repository, `"user/name"`: a repository of its own, or a model's repository with
+                `subfolder`.
+            private (`bool`, *optional*):
+                Visibility of a repository created here; defaults to the account's default.
+            token (`str`, *optional*):
+                A token with write access; defaults to the saved token (`hf auth login`).
+            revision (`str`, *optional*):
+                Branch to commit to (created from `main` if needed); defaults to `main`.
+            create_pr (`bool`, *optional*, defaults to `False`):
+                Open a pull request with the commit instead of committing to the branch.
+            commit_message (`str`, *optional*):
+                Defaults to `"Upload sdfp mask"` (with the class's artifact noun).
+            subfolder (`str`, *optional*):
+                Folder of the repository to put the artifact in.
+            plot_path (`str`, `os.PathLike` or `bytes`, *optional*):
+                A PNG of the per-layer scores (a path or the bytes), uploaded as `sdfp_scores.png`.
+
+        Returns:
+            `str`: the URL of the commit (of the pull request with `create_pr=True`).
+
+        Raises:
+            [`SDFPHubError`]: the Hub refused or could not be reached; the message says why and what to do.
+        """
+        text = self._to_hub_text()
+        png = _read_plot(plot_path) if plot_path is not None else None
+        subfolder = _repo_subfolder(subfolder)
+        prefix = f"{subfolder}/" if subfolder else ""
+        api = HfApi(token=token, library_name="sdfp-hf", library_version=__version__)
+        what = self.hub_artifact
+        try:
+            repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+            if revision is not None and not create_pr and not revision.startswith("refs/") and revision != "main":
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            operations = [CommitOperationAdd(f"{prefix}{self.hub_file_name}", text.encode("utf-8"))]
+            if png is not None:
+                operations.append(CommitOperationAdd(f"{prefix}{PLOT_NAME}", png))
+            if not api.file_exists(repo_id, "README.md", revision=revision):
+                card = self._hub_card(repo_id=repo_id, subfolder=subfolder, plot=png is not None)
+                operations.append(CommitOperationAdd("README.md", card.encode("utf-8")))
+            info = api.create_commit(
+                repo_id,
+                operations,
+                commit_message=commit_message or f"Upload {what}",
+                revision=revision,
+                create_pr=create_pr,
+            )
+        except HfHubHTTPError as e:
+            raise _http_error(e, f"push the {what} to `{repo_id}`", token, write=True) from None
+        except (TransportError, OfflineModeIsEnabled) as e:
+            offline = " (offline mode is on: unset `HF_HUB_OFFLINE`)" if constants.is_offline_mode() else ""
+            raise SDFPHubError(
+                f"could not reach the Hub at {constants.ENDPOINT} to push the {what} to `{repo_id}`{offline}: {e}"
+            ) from None
+        return str(info.pr_url if create_pr and info.pr_url else info.commit_url)
+
+
+# ---------------------------------------------------------------------- model cards
+
+
+def render_model_card(template: str, *, base_model: str | None, tags: list[str], **context: Any) -> str:
+    """Render a model card from a template of `hub_cards/`, with the Hub's YAML metadata.
+
+    The metadata links the artifact to its base model (`base_model`, when that is a Hub id), declares
+    `library_name: sdfp-hf` and the tags `CARD_TAGS` plus `tags`.
+
+    Args:
+        template (`str`): file name of the template in `hub_cards/` (package `sdfp_hf.hub_cards`).
+        base_model (`str`, *optional*): the base model's Hub id or path; only a Hub id is linked.
+        tags (`list[str]`): tags added to `CARD_TAGS`.
+        **context: the template's variables (`card_data` is filled in here).
+
+    Returns:
+        `str`: the card, YAML metadata included.
+    """
+    card_data = ModelCardData(
+        base_model=base_model if base_model and is_repo_id(base_model) else None,
+        library_name="sdfp-hf",
+        pipeline_tag="text-generation",
+        tags=[*CARD_TAGS, *(t for t in tags if t not in CARD_TAGS)],
+    )
+    environment = jinja2.Environment(
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined
+    )
+    content = environment.from_string(_card_template(template)).render(card_data=card_data.to_yaml(), **context)
+    return str(ModelCard(content))
+
+
+def _card_template(name: str) -> str:
+    from importlib import resources
+
+    try:
+        return resources.files("sdfp_hf.hub_cards").joinpath(name).read_text(encoding="utf-8")
+    except ModuleNotFoundError:
+        # Running from a checkout: `hub_cards/` sits next to the `sdfp_hf/` package.
+        return (Path(__file__).resolve().parent.parent / "hub_cards" / name).read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def is_repo_id(name: str) -> bool:
+    """Whether `name` is a Hub repository id (`user/name`) rather than a local path."""
+    if os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _download(
+    filename: str,
+    what: str,
+    repo_id: str,
+    *,
+    revision: str | None,
+    subfolder: str | None,
+    token: str | bool | None,
+    cache_dir: str | os.PathLike[str] | None,
+    local_files_only: bool,
+) -> str:
+    """`hf_hub_download` of one file, every failure turned into an `SDFPHubError` that says what to do."""
     where = f"`{repo_id}`" + (f" (revision `{revision}`)" if revision else "")
     try:
         validate_repo_id(repo_id)
@@ -172,16 +345,16 @@ def load_config(
             "check the path or the id"
         ) from None
     try:
-        path = hf_hub_download(
+        return hf_hub_download(
             repo_id,
-            CONFIG_NAME,
+            filename,
             subfolder=subfolder,
             revision=revision,
             token=token,
             cache_dir=cache_dir,
             local_files_only=local_files_only,
             library_name="sdfp-hf",
-            library_version=_library_version(),
+            library_version=__version__,
         )
     except GatedRepoError:
         raise SDFPHubError(
@@ -200,227 +373,26 @@ def load_config(
     except LocalEntryNotFoundError:
         # Raised when the Hub could not be asked (offline, no connection) and the cache has no copy.
         if local_files_only or constants.is_offline_mode():
-            reason = (
-                "`local_files_only=True`" if local_files_only else "offline mode is on (`HF_HUB_OFFLINE=1`)"
-            )
+            reason = "`local_files_only=True`" if local_files_only else "offline mode is on (`HF_HUB_OFFLINE=1`)"
             raise SDFPHubError(
-                f"{reason} and the cache has no copy of the mask {where}: load it once while online "
+                f"{reason} and the cache has no copy of the {what} {where}: load it once while online "
                 "(or unset `HF_HUB_OFFLINE`), or pass a local folder"
             ) from None
         raise SDFPHubError(
-            f"could not reach the Hub at {constants.ENDPOINT} to fetch the mask {where}, and the cache has no "
-            "copy: check the network connection (and `HF_ENDPOINT`), or set `HF_HUB_OFFLINE=1` to use cached "
-            "masks only"
+            f"could not reach the Hub at {constants.ENDPOINT} to fetch the {what} {where}, and the cache has no "
+            f"copy: check the network connection (and `HF_ENDPOINT`), or set `HF_HUB_OFFLINE=1` to use cached "
+            f"{what}s only"
         ) from None
     except EntryNotFoundError:
         raise SDFPHubError(
-            f"the Hub repository {where} has no `{CONFIG_NAME}`"
-            f"{f' in the subfolder `{subfolder}`' if subfolder else ''}: it holds no sdfp mask. "
-            "If the mask lives in a subfolder of the repository, pass `subfolder=`"
+            f"the Hub repository {where} has no `{filename}`"
+            f"{f' in the subfolder `{subfolder}`' if subfolder else ''}: it holds no {what}. "
+            f"If the {what} lives in a subfolder of the repository, pass `subfolder=`"
         ) from None
     except HfHubHTTPError as e:
-        raise _http_error(e, f"fetch the mask {where}", token) from None
+        raise _http_error(e, f"fetch the {what} {where}", token) from None
     except (TransportError, OfflineModeIsEnabled) as e:
-        raise SDFPHubError(
-            f"could not reach the Hub at {constants.ENDPOINT} to fetch the mask {where}: {e}"
-        ) from None
-    return SDFPConfig.from_json_file(path)
-
-
-# ---------------------------------------------------------------------- publishing
-
-
-def push_to_hub(
-    config: SDFPConfig,
-    repo_id: str,
-    *,
-    private: bool | None = None,
-    token: str | None = None,
-    revision: str | None = None,
-    create_pr: bool = False,
-    commit_message: str | None = None,
-    subfolder: str | None = None,
-    plot_path: str | os.PathLike[str] | bytes | None = None,
-) -> str:
-    """Publish a mask to a Hub repository in one commit.
-
-    The repository is created if needed. The commit holds `sdfp_config.json` (in `subfolder` if given),
-    the score plot if given, and a model card as `README.md` only if the repository has no README yet: an
-    existing README, such as a model's own, is never overwritten.
-
-    Args:
-        config ([`SDFPConfig`]):
-            The mask.
-        repo_id (`str`):
-            The repository, `"user/name"`: a repository of its own, or a model's repository with
-            `subfolder`.
-        private (`bool`, *optional*):
-            Visibility of a repository created here; defaults to the account's default.
-        token (`str`, *optional*):
-            A token with write access; defaults to the saved token (`hf auth login`).
-        revision (`str`, *optional*):
-            Branch to commit to (created from `main` if needed); defaults to `main`.
-        create_pr (`bool`, *optional*, defaults to `False`):
-            Open a pull request with the commit instead of committing to the branch.
-        commit_message (`str`, *optional*):
-            Defaults to `"Upload sdfp mask"`.
-        subfolder (`str`, *optional*):
-            Folder of the repository to put the mask in.
-        plot_path (`str`, `os.PathLike` or `bytes`, *optional*):
-            A PNG of the per-layer scores (a path or the bytes), uploaded as `sdfp_scores.png`.
-
-    Returns:
-        `str`: the URL of the commit (of the pull request with `create_pr=True`).
-
-    Raises:
-        [`SDFPHubError`]: the Hub refused or could not be reached; the message says why and what to do.
-    """
-    text = config.to_json_string()
-    png = _read_plot(plot_path) if plot_path is not None else None
-    subfolder = _repo_subfolder(subfolder)
-    prefix = f"{subfolder}/" if subfolder else ""
-    api = HfApi(token=token, library_name="sdfp-hf", library_version=_library_version())
-    try:
-        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
-        if revision is not None and not create_pr and not revision.startswith("refs/") and revision != "main":
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
-        operations = [CommitOperationAdd(f"{prefix}{CONFIG_NAME}", text.encode("utf-8"))]
-        if png is not None:
-            operations.append(CommitOperationAdd(f"{prefix}{PLOT_NAME}", png))
-        if not api.file_exists(repo_id, "README.md", revision=revision):
-            card = render_card(config, repo_id=repo_id, subfolder=subfolder, plot=png is not None)
-            operations.append(CommitOperationAdd("README.md", card.encode("utf-8")))
-        info = api.create_commit(
-            repo_id,
-            operations,
-            commit_message=commit_message or "Upload sdfp mask",
-            revision=revision,
-            create_pr=create_pr,
-        )
-    except HfHubHTTPError as e:
-        raise _http_error(e, f"push the mask to `{repo_id}`", token, write=True) from None
-    except (TransportError, OfflineModeIsEnabled) as e:
-        offline = " (offline mode is on: unset `HF_HUB_OFFLINE`)" if constants.is_offline_mode() else ""
-        raise SDFPHubError(
-            f"could not reach the Hub at {constants.ENDPOINT} to push the mask to `{repo_id}`{offline}: {e}"
-        ) from None
-    return str(info.pr_url if create_pr and info.pr_url else info.commit_url)
-
-
-# ---------------------------------------------------------------------- model card
-
-
-def render_card(
-    config: SDFPConfig,
-    *,
-    repo_id: str | None = None,
-    subfolder: str | None = None,
-    plot: bool = False,
-) -> str:
-    """Render the model card (`README.md`) of a mask from the `hub_cards/` template.
-
-    Its YAML metadata links the mask to its base model (`base_model`, when that is a Hub id),
-    declares `library_name: sdfp-hf` and the tags `sdfp`, `speculative-decoding`, ...
-
-    Args:
-        config ([`SDFPConfig`]):
-            The mask.
-        repo_id (`str`, *optional*):
-            The repository the card is for, used in the usage snippet.
-        subfolder (`str`, *optional*):
-            The repository folder holding the mask, used in the snippet and the plot link.
-        plot (`bool`, *optional*, defaults to `False`):
-            Whether `sdfp_scores.png` is published next to the mask.
-
-    Returns:
-        `str`: the card, YAML metadata included.
-    """
-    base_model = config.base_model_name_or_path
-    hub_base_model = base_model if base_model and _is_repo_id(base_model) else None
-    card_data = ModelCardData(
-        base_model=hub_base_model,
-        library_name="sdfp-hf",
-        pipeline_tag="text-generation",
-        tags=[*CARD_TAGS, config.model_type],
-    )
-    environment = jinja2.Environment(
-        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined
-    )
-    content = environment.from_string(_card_template()).render(
-        card_data=card_data.to_yaml(),
-        config=config,
-        config_name=CONFIG_NAME,
-        model_name=f"`{base_model}`" if base_model else f"a `{config.model_type}` model",
-        model_id=base_model or "<base model>",
-        repo_id=repo_id or "<this repo>",
-        subfolder=subfolder,
-        plot_path=(f"{subfolder}/{PLOT_NAME}" if subfolder else PLOT_NAME) if plot else None,
-        measurements=_measurement_rows(config.measurements),
-        hardware=config.measurements.get("hardware"),
-        calibration=_calibration_rows(config.calibration),
-    )
-    return str(ModelCard(content))
-
-
-def _card_template() -> str:
-    from importlib import resources
-
-    try:
-        return resources.files("sdfp_hf.hub_cards").joinpath(CARD_TEMPLATE).read_text(encoding="utf-8")
-    except ModuleNotFoundError:
-        # Running from a checkout: `hub_cards/` sits next to the `sdfp_hf/` package.
-        return (Path(__file__).resolve().parent.parent / "hub_cards" / CARD_TEMPLATE).read_text(
-            encoding="utf-8"
-        )
-
-
-def _measurement_rows(measurements: dict[str, Any]) -> dict[str, str]:
-    rows = {}
-    for key, value in measurements.items():
-        if key == "acceptance" and isinstance(value, float):
-            rows[key] = f"{value:.1%}"
-        elif key == "speedup" and isinstance(value, float):
-            rows[key] = f"{value:.2f}×"
-        elif value is not None:
-            rows[key] = str(value)
-    return rows
-
-
-def _calibration_rows(calibration: dict[str, Any]) -> dict[str, str]:
-    labels = {
-        "source": "source",
-        "num_sequences": "sequences",
-        "num_tokens": "tokens",
-        "sequence_length": "sequence length",
-        "seed": "seed",
-        "dtype": "dtype",
-        "seconds": "time taken",
-    }
-    rows = {}
-    for key, value in calibration.items():
-        if value is None:
-            continue
-        rows[labels.get(key, key)] = f"{value:.1f} s" if key == "seconds" else str(value)
-    return rows
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def _library_version() -> str:
-    from . import __version__
-
-    return __version__
-
-
-def _is_repo_id(name: str) -> bool:
-    if os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name):
-        return False
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
+        raise SDFPHubError(f"could not reach the Hub at {constants.ENDPOINT} to fetch the {what} {where}: {e}") from None
 
 
 def _repo_subfolder(subfolder: str | None) -> str | None:
@@ -455,14 +427,10 @@ def _token_hint(token: str | bool | None) -> str:
     return "the token used has no access to it: use a token of an account that can read it"
 
 
-def _http_error(
-    error: HfHubHTTPError, action: str, token: str | bool | None, write: bool = False
-) -> SDFPHubError:
+def _http_error(error: HfHubHTTPError, action: str, token: str | bool | None, write: bool = False) -> SDFPHubError:
     response = error.response
     status = response.status_code if response is not None else None
-    message = error.server_message or (
-        response.headers.get("X-Error-Message") if response is not None else None
-    )
+    message = error.server_message or (response.headers.get("X-Error-Message") if response is not None else None)
     detail = f" ({message})" if message else ""
     if status == 401:
         if token is False or (token is None and get_token() is None):
@@ -481,3 +449,37 @@ def _http_error(
             + ("use a token with write access to this namespace" if write else "use a token that can read it")
         )
     return SDFPHubError(f"could not {action}: the Hub answered {status}{detail}")
+
+
+# ---------------------------------------------------------------------- deprecated (before 0.2; go in 0.3)
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"`sdfp_hf.hub.{old}` is deprecated (it goes in sdfp-hf 0.3): use `{new}`", FutureWarning, stacklevel=3)
+
+
+def save_pretrained(config: HubMixin, save_directory: str | os.PathLike[str], **kwargs: Any) -> str:
+    """Deprecated: `config.save_pretrained(save_directory, ...)`."""
+    _deprecated("save_pretrained(config, ...)", "config.save_pretrained(...)")
+    return config.save_pretrained(save_directory, **kwargs)
+
+
+def push_to_hub(config: HubMixin, repo_id: str, **kwargs: Any) -> str:
+    """Deprecated: `config.push_to_hub(repo_id, ...)`."""
+    _deprecated("push_to_hub(config, ...)", "config.push_to_hub(...)")
+    return config.push_to_hub(repo_id, **kwargs)
+
+
+def render_card(config: Any, **kwargs: Any) -> str:
+    """Deprecated: `config.model_card(...)`."""
+    _deprecated("render_card(config, ...)", "config.model_card(...)")
+    return config.model_card(**kwargs)
+
+
+def load_config(dir_or_repo_id: str | os.PathLike[str], **kwargs: Any) -> Any:
+    """Deprecated: `SDFPConfig.from_pretrained(dir_or_repo_id, ...)`."""
+    _deprecated("load_config", "SDFPConfig.from_pretrained(...)")
+    mask_class = HubMixin._classes.get("sdfp_config.json")
+    if mask_class is None:
+        raise RuntimeError("load a mask with `SDFPConfig.from_pretrained(...)` (from sdfp_hf import SDFPConfig)")
+    return mask_class.from_pretrained(dir_or_repo_id, **kwargs)

@@ -11,8 +11,8 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .assistant import SkipSet
     from .fit import LayerScores
+    from .skipset import SkipSet
 
 __all__ = ["plot_scores"]
 

@@ -74,20 +74,21 @@ torch.set_num_threads(1)
 def forced_extended_drafts(monkeypatch):
     """`force(draft, extension)`: every round drafts `draft` tokens and appends up to `extension` looked-up
     ones (whatever the planner would say); returns the list that collects each round's appended count."""
-    from sdfp_hf import generation
+    from sdfp_hf.drafting.chain import SDFPCandidateGenerator
+    from sdfp_hf.drafting.planner import RoundPlanner
 
     def force(draft: int, extension: int) -> list[int]:
-        monkeypatch.setattr(generation._RoundPlanner, "plan", lambda self, order: ("draft", draft))
-        monkeypatch.setattr(generation._RoundPlanner, "extension_length", lambda self, order: extension)
+        monkeypatch.setattr(RoundPlanner, "plan", lambda self, order: ("draft", draft))
+        monkeypatch.setattr(RoundPlanner, "extension_length", lambda self, order: extension)
         extended: list[int] = []
-        real_extend = generation.SDFPCandidateGenerator._extend
+        real_extend = SDFPCandidateGenerator._extend
 
         def spy(self, *args):
             out = real_extend(self, *args)
             extended.append(self._extension[0])
             return out
 
-        monkeypatch.setattr(generation.SDFPCandidateGenerator, "_extend", spy)
+        monkeypatch.setattr(SDFPCandidateGenerator, "_extend", spy)
         return extended
 
     return force

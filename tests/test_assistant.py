@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
-from tiny_models import ARCHITECTURES, NUM_LAYERS, VOCAB, prompt, tiny_model, tiny_tokenizer
+from tiny_models import ARCHITECTURES, NUM_LAYERS, prompt, tiny_model, tiny_tokenizer
 from transformers import LlamaConfig, LlamaModel, pipeline
 
-from sdfp_hf import SDFPAssistant
-from sdfp_hf import generation as sdfp_generation
-from sdfp_hf.generation import DraftingOptions
+from sdfp_hf import DraftingOptions, SDFPAssistant
+from sdfp_hf.drafting import chain as sdfp_chain
 
 DRAFT_ONLY = DraftingOptions(prompt_lookup=0, adaptive=False)
 from sdfp_hf.architectures import UnsupportedModelError, get_architecture
@@ -203,7 +200,7 @@ def test_sampling_keeps_the_target_distribution(monkeypatch):
 
     # Power check: a generator that drafts greedily while reporting its sampling distribution as q
     # breaks speculative sampling's correction; the same test must reject it.
-    monkeypatch.setattr(sdfp_generation, "_draw", lambda probs: probs.argmax(-1, keepdim=True))
+    monkeypatch.setattr(sdfp_chain, "_draw", lambda probs: probs.argmax(-1, keepdim=True))
     assert _sampled_continuations_p_value(model, draft, ids, steps, draws) < 1e-3
 
 

@@ -5,31 +5,28 @@ import math
 
 import pytest
 import torch
-from tiny_models import NUM_LAYERS, VOCAB, prompt, tiny_model, tiny_tokenizer
+from tiny_models import NUM_LAYERS, prompt, tiny_model, tiny_tokenizer
 from transformers import DynamicCache
 
-from sdfp_hf import SDFPAssistant
-from sdfp_hf.benchmark import (
-    MAIN_CATEGORIES,
+from benchmarks.harness import (
     BenchmarkConfig,
-    MethodSpec,
-    Prompt,
     RoundRecorder,
-    build_method,
     build_parser,
     cache_nbytes,
     config_from_args,
-    default_methods,
-    default_stem,
-    extra_weight_bytes,
-    load_prompts,
     main,
-    markdown_report,
     run_benchmark,
-    select_skip_layers,
-    summarize,
-    write_outputs,
 )
+from benchmarks.methods import (
+    MethodSpec,
+    build_method,
+    default_methods,
+    extra_weight_bytes,
+    select_skip_layers,
+)
+from benchmarks.prompts import MAIN_CATEGORIES, Prompt, load_prompts
+from benchmarks.report import default_stem, markdown_report, summarize, write_outputs
+from sdfp_hf import SDFPAssistant
 
 # ------------------------------------------------------------------------------------ figures from known runs
 
@@ -462,7 +459,7 @@ DRAFT_ONLY = "prompt_lookup=0,adaptive=false"
     [(3, "constant", 0.0), (4, "heuristic", 0.0), (2, "heuristic", 0.4), (5, "constant", 0.4)],
 )
 def test_replay_agrees_exactly_with_a_real_run_in_fp32(arch, tokens, schedule, threshold):
-    from sdfp_hf.benchmark import _generate_once, build_method
+    from benchmarks.harness import _generate_once
     from sdfp_hf.replay import replay_acceptance
 
     model = tiny_model(arch)
@@ -514,7 +511,7 @@ def test_harness_replay_matches_the_measured_draft_only_run():
 
 
 def test_headline_over_several_runs(tiny_result):
-    from sdfp_hf.benchmark import headline_markdown
+    from benchmarks.report import headline_markdown
 
     result = {k: v for k, v in tiny_result.items() if k != "_partials"}
     partial = dict(result, complete=False)

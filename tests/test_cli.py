@@ -30,7 +30,7 @@ from sdfp_hf.hub import PLOT_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
-SUBCOMMANDS = ("profile", "generate", "inspect", "push", "export", "bench")
+SUBCOMMANDS = ("profile", "generate", "inspect", "push", "export")
 
 
 @dataclass
@@ -119,7 +119,7 @@ def runs(workspace: Path) -> dict[str, Run]:
         "export": ["export", "tiny", "--mask", "mask", "exported"],
         "other_model": ["export", "other", "--mask", "mask", "never-written"],
     }
-    if has_module("sdfp_hf.selection"):
+    if has_module("sdfp_hf.profiler"):
         invocations["profile"] = [
             "profile",
             "tiny",
@@ -168,7 +168,7 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_profile_writes_a_mask_folder(runs: dict[str, Run], workspace: Path) -> None:
     if "profile" not in runs:
-        pytest.skip("the profiler (sdfp_hf.selection) is not in this tree")
+        pytest.skip("the profiler (sdfp_hf.profiler) is not in this tree")
     ok(runs["profile"])
     mask = SDFPConfig.from_pretrained(workspace / "profiled")
     assert mask.skip_layers and len(mask.skip_layers) == 2  # 0.34 of 6 layers
@@ -224,50 +224,20 @@ def test_export_writes_a_checkpoint_equal_to_the_draft(runs: dict[str, Run], wor
         torch.testing.assert_close(exported(input_ids).logits, draft(input_ids).logits, rtol=0, atol=1e-6)
 
 
-def test_bench_hands_its_arguments_to_the_harness(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not has_module("sdfp_hf.benchmark"):
-        pytest.skip("the benchmark harness (sdfp_hf.benchmark) is not in this tree")
-    from sdfp_hf import benchmark
-
-    calls = []
-    monkeypatch.setattr(benchmark, "main", lambda argv, prog: calls.append((argv, prog)) or 0)
-    assert main(["-v", "bench", "--model", "tiny", "--help-me"]) == 0
-    assert calls == [(["--model", "tiny", "--help-me"], "sdfp bench")]
-
-
 @pytest.mark.slow
-def test_bench_runs_the_harness(workspace: Path) -> None:
-    if not has_module("sdfp_hf.benchmark"):
-        pytest.skip("the benchmark harness (sdfp_hf.benchmark) is not in this tree")
-    process = sdfp(
-        "bench",
-        "--model",
-        "tiny",
-        "--dtype",
-        "fp32",
-        "--per-category",
-        "1",
-        "--categories",
-        "qa",
-        "--max-new-tokens",
-        "4",
-        "--warmup-tokens",
-        "2",
-        "--sdfp",
-        "evenly:0.34",
-        "--out-dir",
-        "bench",
-        "--name",
-        "tiny",
-        "--no-plot",
-        cwd=workspace,
+def test_the_benchmark_harness_runs_from_the_repository(workspace: Path) -> None:
+    # The harness is repository tooling (`python -m benchmarks.run`), not an `sdfp` subcommand.
+    process = subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks.run", "--model", str(workspace / "tiny"), "--dtype", "fp32",
+            "--per-category", "1", "--categories", "qa", "--max-new-tokens", "4", "--warmup-tokens", "2",
+            "--sdfp", "evenly:0.34", "--out-dir", str(workspace / "bench"), "--name", "tiny", "--no-plot",
+        ],
+        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600,
     )
-    stdout, stderr = process.communicate(timeout=600)
-    assert process.returncode == 0, stderr
-    assert "sdfp:evenly:0.34" in stdout
-    assert json.loads(
-        (workspace / "bench" / "tiny.json").read_text()
-    )  # the harness's own tests check its figures
+    assert process.returncode == 0, process.stderr
+    assert "sdfp:evenly:0.34" in process.stdout
+    assert json.loads((workspace / "bench" / "tiny.json").read_text())  # the harness's own tests check its figures
 
 
 # ---------------------------------------------------------------------------------- failures
@@ -314,7 +284,7 @@ def test_missing_masks_and_models(
 # ---------------------------------------------------------------------------------- in-process
 
 
-@pytest.mark.parametrize("command", SUBCOMMANDS[:-1])
+@pytest.mark.parametrize("command", SUBCOMMANDS)
 def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
@@ -322,15 +292,6 @@ def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert out.startswith(f"usage: sdfp {command}")
     assert "examples:" in out and "--verbose" in out
-
-
-def test_bench_help_is_the_harness_help(capsys: pytest.CaptureFixture[str]) -> None:
-    if not has_module("sdfp_hf.benchmark"):
-        pytest.skip("the benchmark harness (sdfp_hf.benchmark) is not in this tree")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "--help"])
-    assert exit_info.value.code == 0
-    assert capsys.readouterr().out.startswith("usage: sdfp bench")
 
 
 @pytest.mark.parametrize(
@@ -374,9 +335,7 @@ def test_multi_line_library_errors_become_one_line(workspace: Path, monkeypatch,
     from sdfp_hf import models
 
     def not_installed(*args, **kwargs):
-        raise models.ModelNotInstalledError(
-            "SmolLM2 is not installed. Install it with\n    pip install x\nor run y"
-        )
+        raise FileNotFoundError("SmolLM2 is not installed. Install it with\n    pip install x\nor run y")
 
     monkeypatch.setattr(models, "load_model", not_installed)
     assert main(["export", "smollm2-135m", "--mask", str(workspace / "mask"), str(workspace / "out")]) == 1
@@ -416,12 +375,12 @@ def test_bad_calibration_files(tmp_path: Path, content: str, message: str, capsy
 
 
 def test_calibration_text_file_is_split_in_paragraphs(tmp_path: Path) -> None:
-    from sdfp_hf.cli import _read_texts
+    from sdfp_hf.calibration import texts_from_file
 
     (tmp_path / "c.txt").write_text("first paragraph\nstill first\n\n\nsecond\n")
-    assert _read_texts(str(tmp_path / "c.txt"), "text") == ["first paragraph\nstill first", "second"]
+    assert texts_from_file(tmp_path / "c.txt") == ["first paragraph\nstill first", "second"]
     (tmp_path / "c.jsonl").write_text('"a string"\n{"body": "an object"}\n')
-    assert _read_texts(str(tmp_path / "c.jsonl"), "body") == ["a string", "an object"]
+    assert texts_from_file(tmp_path / "c.jsonl", "body") == ["a string", "an object"]
 
 
 def test_parser_builds_without_heavy_work() -> None:

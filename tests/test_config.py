@@ -197,18 +197,18 @@ BAD_DICTS = {
     "layer_types wrong length": (_with(layer_types=["full_attention"]), "layer_types"),
     "layer_types not strings": (_with(layer_types=[1] * 6), "layer_types"),
     "granularity unknown": (_with(granularity="block"), "granularity must be one of"),
-    "skip_layers not a list": (_with(skip_layers=3), "skip_layers must be a list"),
-    "skip_layers string items": (_with(skip_layers=["1"]), "skip_layers must be an integer"),
-    "skip_layers float items": (_with(skip_layers=[1.0]), "skip_layers must be an integer"),
-    "skip_layers bool items": (_with(skip_layers=[True]), "boolean"),
-    "skip_layers negative": (_with(skip_layers=[-1]), r"outside the valid range 0\.\.5"),
-    "skip_layers out of range": (_with(skip_layers=[6]), r"\[6\], outside the valid range 0\.\.5"),
-    "skip_layers duplicate": (_with(skip_layers=[2, 2]), r"lists \[2\] more than once"),
-    "skips all layers": (_with(skip_layers=list(range(6))), "skips all 6 layers"),
+    "skip_layers not a list": (_with(skip_layers=3), "`skip_layers` must be a list of layer indices"),
+    "skip_layers string items": (_with(skip_layers=["1"]), "`skip_layers` must hold integer layer indices"),
+    "skip_layers float items": (_with(skip_layers=[1.0]), "`skip_layers` must hold integer layer indices"),
+    "skip_layers bool items": (_with(skip_layers=[True]), "must hold integer layer indices, got True"),
+    "skip_layers negative": (_with(skip_layers=[-1]), r"negative index -1: use layer indices 0\.\.5"),
+    "skip_layers out of range": (_with(skip_layers=[6]), r"index 6, but the model has 6 decoder layers \(0\.\.5\)"),
+    "skip_layers duplicate": (_with(skip_layers=[2, 2]), r"lists layers \[2\] more than once"),
+    "skips all layers": (_with(skip_layers=list(range(6))), "skips all 6 decoder layers"),
     "layer granularity with attention": (_with(skip_attention=[1]), "granularity='sublayer'"),
     "layer both whole and by branch": (
         _sublayer(skip_layers=[0]),
-        "layers \\[0\\] are in both skip_layers and skip_a",
+        "layers \\[0\\] are in both `skip_layers` and `skip_a",
     ),
     "skips every branch": (
         _sublayer(skip_attention=list(range(6)), skip_mlp=list(range(6))),
@@ -216,13 +216,13 @@ BAD_DICTS = {
     ),
     "skips every branch, mixed": (
         _sublayer(skip_layers=[0, 1], skip_attention=[2, 3, 4, 5], skip_mlp=[2, 3, 4, 5]),
-        "skips all 6 layers",
+        "skips all 6 decoder layers",
     ),
     "skips every attention": (
         _sublayer(skip_attention=list(range(6)), skip_mlp=[]),
         "attention of all 6 layers",
     ),
-    "skip_mlp duplicate": (_sublayer(skip_mlp=[3, 1, 3]), "skip_mlp lists \\[3\\]"),
+    "skip_mlp duplicate": (_sublayer(skip_mlp=[3, 1, 3]), "`skip_mlp` lists layers \\[3\\]"),
     "scores not an object": (_with(scores=[1.0] * 6), "scores must be an object"),
     "scores wrong length": (_with(scores={"layer": [1.0]}), "one score per layer"),
     "scores not numbers": (_with(scores={"layer": ["a"] * 6}), "must be a number"),
@@ -254,7 +254,7 @@ def test_bad_input_raises_a_clear_error(data: Any, message: str) -> None:
 
 
 def test_construction_validates_too() -> None:
-    with pytest.raises(SDFPConfigError, match="skips all 6 layers"):
+    with pytest.raises(SDFPConfigError, match="skips all 6 decoder layers"):
         make_mask(skip_layers=list(range(6)))
     with pytest.raises(SDFPConfigError, match="from_model_config"):
         SDFPConfig(skip_layers=[1])

@@ -54,7 +54,7 @@ def test_every_example_is_listed() -> None:
 
 
 # A random tiny model has no draft worth its cost: the profiler says so and returns the smallest one.
-@pytest.mark.filterwarnings("ignore::sdfp_hf.selection.NoSpeedupWarning")
+@pytest.mark.filterwarnings("ignore::sdfp_hf.profiler.NoSpeedupWarning")
 def test_quickstart_profiles_the_model(tiny: Path, monkeypatch, capsys) -> None:
     out = run_example(
         "quickstart", "--model", str(tiny), "--max-new-tokens", "8", monkeypatch=monkeypatch, capsys=capsys
@@ -95,7 +95,7 @@ def test_pipeline(tiny: Path, monkeypatch, capsys) -> None:
 
 
 @pytest.mark.skipif(
-    not has_module("sdfp_hf.selection"), reason="the profiler (sdfp_hf.selection) is not in this tree"
+    not has_module("sdfp_hf.profiler"), reason="the profiler (sdfp_hf.profiler) is not in this tree"
 )
 def test_profile_and_publish_then_load(
     tiny: Path, tmp_path: Path, hub_server: HubServer, monkeypatch, capsys

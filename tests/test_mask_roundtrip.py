@@ -9,9 +9,8 @@ from huggingface_hub import ModelCard
 from test_hub import WRITE, run_python, unique
 from tiny_models import prompt, tiny_model
 
-from sdfp_hf import SDFPAssistant
+from sdfp_hf import DraftingOptions, SDFPAssistant
 from sdfp_hf.config import SDFPConfigError
-from sdfp_hf.generation import DraftingOptions
 
 # Statistics are compared between runs: draft alone, so no timing-adaptive choice enters.
 DRAFT_ONLY = DraftingOptions(prompt_lookup=0, adaptive=False)
@@ -72,7 +71,7 @@ def test_push_then_load_in_a_fresh_process(hub_server, tmp_path):
         sys.path.insert(0, "tests")
         from tiny_models import prompt, tiny_model
         from sdfp_hf import SDFPAssistant
-        from sdfp_hf.generation import DraftingOptions
+        from sdfp_hf import DraftingOptions
         model = tiny_model("gemma3")
         draft = SDFPAssistant.from_pretrained(model, "{repo}", drafting=DraftingOptions(prompt_lookup=0, adaptive=False))
         out = model.generate(prompt(10), max_new_tokens={NEW_TOKENS}, do_sample=False, assistant_model=draft)

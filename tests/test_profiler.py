@@ -1,0 +1,67 @@
+"""`profile`: calibration, scores, selection and the "auto" choice."""
+
+from __future__ import annotations
+
+import pytest
+from tiny_models import tiny_model
+
+from sdfp_hf import SDFPAssistant
+from sdfp_hf import profiler as prof
+from sdfp_hf.config import SDFPConfig
+from sdfp_hf.costs import MAX_DRAFT, StepCosts
+from sdfp_hf.fit import DEFAULT_SCORING_METHOD
+from sdfp_hf.profiler import NoSpeedupWarning, profile
+
+
+def test_profile_with_a_ratio_gives_a_valid_mask_and_draft():
+    model = tiny_model("qwen2")
+    result = profile(model, skip_ratio=0.34, num_sequences=3, sequence_length=24, progress=False)
+    assert len(result.skip.layers) == 2 and 0 not in result.skip.layers  # first layer protected by default
+    assert result.scores.method == DEFAULT_SCORING_METHOD
+    config = result.to_config(model)
+    assert isinstance(config, SDFPConfig)
+    assert config.skip_layers == list(result.skip.layers) and config.scoring_method == DEFAULT_SCORING_METHOD
+    assert config.calibration["num_sequences"] == 3 and config.calibration["dtype"] == "float32"
+    assert set(result.timings) == {"calibration", "scoring", "total"}
+    draft = SDFPAssistant.from_target(model, mask=config)
+    assert draft.skip == result.skip
+    with pytest.warns(FutureWarning, match="from_target"):
+        assert result.draft(model).skip == result.skip
+    sub = profile(model, skip_ratio=0.3, granularity="sublayer", num_sequences=2, sequence_length=16, progress=False)
+    fields = sub.config_fields()
+    assert fields["granularity"] in ("layer", "sublayer")
+    SDFPConfig.from_model_config(model.config, **fields)
+
+
+def _fake_costs(cost):
+    def measure(model, drafts, **kwargs):
+        return [cost] * len(drafts), StepCosts(draft=1.0, verify={1: 1.0, 9: 1.2}, target_seconds=1e-3)
+
+    return measure
+
+
+def test_auto_picks_the_best_predicted_speedup(monkeypatch):
+    model = tiny_model("llama", seed=1)
+    monkeypatch.setattr(prof, "measure_step_costs", _fake_costs(0.05))
+    result = profile(model, num_sequences=3, sequence_length=24, auto_ratios=(0.17, 0.34, 0.5),
+                     auto_new_tokens=16, progress=False)
+    assert result.predicted["speedup"] == max(c["speedup"] for c in result.candidates)
+    assert result.predicted["speedup"] > 1.0
+    assert result.skip_ratio in (0.17, 0.34, 0.5)
+    assert 1 <= result.num_assistant_tokens <= MAX_DRAFT
+    assert set(result.timings) == {"calibration", "scoring", "selection", "total"}
+    config = result.to_config(model)
+    assert config.num_assistant_tokens == result.num_assistant_tokens
+    assert config.measurements["predicted_speedup"] == pytest.approx(result.predicted["speedup"])
+
+
+def test_auto_never_returns_a_draft_predicted_slower_silently(monkeypatch):
+    model = tiny_model("llama", seed=1)
+    monkeypatch.setattr(prof, "measure_step_costs", _fake_costs(1.5))  # a draft step dearer than a target step
+    with pytest.warns(NoSpeedupWarning, match="smallest draft tried"):
+        result = profile(model, num_sequences=2, sequence_length=16, auto_ratios=(0.34, 0.17),
+                         auto_new_tokens=12, progress=False)
+    assert result.skip_ratio == 0.17
+    with pytest.raises(ValueError, match="no candidate draft is predicted faster"):
+        profile(model, num_sequences=2, sequence_length=16, auto_ratios=(0.17,), auto_new_tokens=12,
+                on_no_speedup="raise", progress=False)
