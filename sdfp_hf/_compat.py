@@ -10,9 +10,11 @@ the package imports these names from here, not from transformers' private module
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
+import torch
 import transformers
 from transformers.cache_utils import Cache, CacheLayerMixin, DummyLayer, DynamicCache, DynamicLayer
 from transformers.generation.candidate_generator import AssistedCandidateGenerator, CandidateGenerator
@@ -38,7 +40,11 @@ __all__ = [
     "check_transformers",
     "commit_hash",
     "eos_token_ids",
+    "int4_pack",
+    "int4_weight_only_mm",
+    "int8_weight_only_mm",
     "max_length_of",
+    "weight_only_formats",
 ]
 
 SUPPORTED_TRANSFORMERS = ("5.24", "5.24")
@@ -104,3 +110,65 @@ def cache_of(model_kwargs: Any) -> Any:
     """The cache in a model output or in the keyword arguments assisted decoding passes a round (None if absent)."""
     cache = model_kwargs.get("cache")
     return cache if cache is not None else model_kwargs.get("past_key_values")
+
+
+# ---------------------------------------------------------------------------------------------- kernels
+# torch's own weight-only quantized matmuls (no extra dependency; torchao calls the same ops on CPU).
+# Measured on this project's CPU at batch 1 (benchmarks/results/quantized-kernels/): int8 0.4-0.6 and
+# int4 0.2-0.3 of a bf16 matmul's time. Their CPU kernels are vectorised for bf16 activations only.
+
+_aten = torch.ops.aten
+
+
+def int8_weight_only_mm(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """``x @ (qweight * scales[:, None]).T`` for `x` (M, K) in the dtype of `scales` (N,), `qweight` int8 (N, K)."""
+    return _aten._weight_int8pack_mm(x, qweight, scales)
+
+
+def int4_pack(q: torch.Tensor) -> torch.Tensor:
+    """Pack int4 values `q` (N, K) in 0..15 (int32) into the kernel's layout, on `q`'s device."""
+    if q.device.type == "cpu":
+        return _aten._convert_weight_to_int4pack_for_cpu(q, 1)
+    return _aten._convert_weight_to_int4pack((q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8), 8)
+
+
+def int4_weight_only_mm(x: torch.Tensor, packed: torch.Tensor, group_size: int, scales_and_zeros: torch.Tensor) -> torch.Tensor:
+    """``x @ W.T`` with ``W = (q - 8) * scale + zero`` per group of `group_size` columns; `x` (M, K) bf16."""
+    if x.device.type == "cpu":
+        return _aten._weight_int4pack_mm_for_cpu(x, packed, group_size, scales_and_zeros)
+    return _aten._weight_int4pack_mm(x, packed, group_size, scales_and_zeros)
+
+
+@functools.cache
+def weight_only_formats(device_type: str) -> frozenset[str]:
+    """The weight-only formats whose kernels run, and give the right answer, on this device type.
+
+    Probed once per device type on small matrices against a dequantized reference: a kernel that is
+    missing, refuses, or computes something else (an old torch, a GPU without bf16) is left out, and the
+    plans built on this machine keep those branches shared.
+    """
+    device = torch.device(device_type)
+    found = set()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 64, generator=gen).to(device, torch.bfloat16)
+    try:
+        q8 = torch.randint(-127, 128, (32, 64), generator=gen, dtype=torch.int8).to(device)
+        s8 = (torch.rand(32, generator=gen) / 64 + 1e-3).to(device, torch.bfloat16)
+        reference = x.float() @ (q8.float() * s8.float()[:, None]).T
+        if torch.allclose(int8_weight_only_mm(x, q8, s8).float(), reference, rtol=0.05, atol=0.05):
+            found.add("int8")
+    except (RuntimeError, NotImplementedError, AttributeError):
+        pass
+    try:
+        q4 = torch.randint(0, 16, (32, 64), generator=gen, dtype=torch.int32).to(device)
+        scale = (torch.rand(2, 32, generator=gen) / 16 + 1e-3).to(torch.bfloat16)
+        zero = (torch.randn(2, 32, generator=gen) / 16).to(torch.bfloat16)
+        weight = (q4.cpu().float() - 8).reshape(32, 2, 32) * scale.T.float()[..., None] + zero.T.float()[..., None]
+        reference = x.float() @ weight.reshape(32, 64).to(device).T
+        packed = int4_pack(q4)
+        out = int4_weight_only_mm(x, packed, 32, torch.stack([scale, zero], -1).contiguous().to(device))
+        if torch.allclose(out.float(), reference, rtol=0.05, atol=0.05):
+            found.add("int4")
+    except (RuntimeError, NotImplementedError, AttributeError):
+        pass
+    return frozenset(found)

@@ -20,8 +20,8 @@ from .config import SDFPConfig
 from .draft import DraftModel, build_draft, target_architecture
 from .drafting import DraftingOptions, install_candidate_generator
 from .export import save_standalone
+from .plan import DraftPlan
 from .profiler import profile
-from .skipset import SkipSet
 
 __all__ = ["SDFPAssistant"]
 
@@ -48,14 +48,15 @@ class SDFPAssistant(DraftModel):
         assistant_confidence_threshold: float | None = None,
         drafting: DraftingOptions | None = None,
         draft_vocab: Iterable[int] | None = None,
+        quantize: str | None = None,
         **profile_kwargs: Any,
     ) -> SDFPAssistant:
-        """Build a draft of `model` that skips some decoder layers or sub-layers.
+        """Build a draft of `model`: the model itself with some branches skipped and others quantized.
 
-        The layers to skip come from exactly one of: explicit lists (`skip_layers`, `skip_attention`,
-        `skip_mlp`), a published mask (`mask`), or, with neither, profiling the model (Fisher
-        information scores on calibration data, then the skip ratio with the best predicted speedup;
-        see [`sdfp_hf.profiler.profile`]).
+        What the draft does with each branch comes from exactly one of: an explicit plan (`skip_layers`,
+        `skip_attention`, `skip_mlp`, `quantize`), a published mask (`mask`), or, with neither, profiling
+        the model (the plan with the best predicted speedup on this machine within a memory budget,
+        `draft_memory`; see [`sdfp_hf.profiler.profile`]).
 
         Args:
             model (`PreTrainedModel`):
@@ -90,9 +91,13 @@ class SDFPAssistant(DraftModel):
                 Token ids the draft may propose: it scores only these (a smaller output head, cheaper per
                 step); the target still verifies over the full vocabulary, so output does not change.
                 Defaults to the mask's `draft_vocab`, else the full vocabulary.
+            quantize (`str`, *optional*):
+                With an explicit plan: ``"int8"`` or ``"int4"`` to make every kept branch and the output head
+                a weight-only quantized copy of the target's (extra memory: about a half or a quarter of the
+                bf16 weights), instead of sharing them. Without skip lists it skips nothing.
             **profile_kwargs:
-                When profiling: arguments of [`sdfp_hf.profiler.profile`] (`calibration`, `tokenizer`,
-                `method`, `skip_ratio`, `granularity`, `seed`, ...).
+                When profiling: arguments of [`sdfp_hf.profiler.profile`] (`draft_memory`, `calibration`,
+                `tokenizer`, `method`, `skip_ratio`, `granularity`, `seed`, ...).
 
         Returns:
             The draft: an instance of `SDFPAssistant` and of `type(model)`, with the mask that
@@ -100,12 +105,13 @@ class SDFPAssistant(DraftModel):
         """
         spec = target_architecture(model)
         num_layers = len(spec.decoder_layers(model))
-        explicit = skip_layers is not None or skip_attention is not None or skip_mlp is not None
+        explicit = skip_layers is not None or skip_attention is not None or skip_mlp is not None or quantize is not None
         if explicit and mask is not None:
-            raise ValueError("pass either skip lists or a `mask`, not both")
+            raise ValueError("pass either an explicit plan (skip lists, `quantize`) or a `mask`, not both")
         if profile_kwargs and (explicit or mask is not None):
             raise TypeError(
-                f"profiling arguments {sorted(profile_kwargs)} apply only when neither skip lists nor a mask are given"
+                f"profiling arguments {sorted(profile_kwargs)} apply only when neither an explicit plan nor a "
+                "mask is given"
             )
         if mask is not None:
             if not isinstance(mask, SDFPConfig):
@@ -113,13 +119,15 @@ class SDFPAssistant(DraftModel):
             mask.check_compatible(model.config, name_or_path=getattr(model, "name_or_path", None))
             mask = copy.deepcopy(mask)
         elif explicit:
-            skip = SkipSet.from_lists(num_layers, skip_layers=skip_layers, skip_attention=skip_attention, skip_mlp=skip_mlp)
-            mask = SDFPConfig.from_model_config(model.config, **skip.as_mask_fields())
+            plan = DraftPlan.from_lists(
+                num_layers, skip_layers=skip_layers, skip_attention=skip_attention, skip_mlp=skip_mlp, quantize=quantize
+            )
+            mask = SDFPConfig.from_model_config(model.config, **plan.skip.as_mask_fields(), precision=plan.to_dict())
         else:
             mask = profile(model, **profile_kwargs).to_config(model)
         if draft_vocab is not None:
             mask = dataclasses.replace(mask, draft_vocab=list(draft_vocab))
-        draft = build_draft(model, mask.skip_set, mask=mask, drafting=drafting, mixin=cls)
+        draft = build_draft(model, mask.plan, mask=mask, drafting=drafting, mixin=cls)
         draft.set_draft_settings(
             num_assistant_tokens=num_assistant_tokens,
             num_assistant_tokens_schedule=num_assistant_tokens_schedule,

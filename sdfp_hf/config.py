@@ -6,7 +6,7 @@ read. It travels over the Hub (see `sdfp_hf.hub`) and comes from strangers on th
 one only ever parses JSON: it never unpickles, imports or executes anything, and any malformed file
 raises `SDFPConfigError` with a message that says what is wrong and how to fix it.
 
-Versioning. `format_version` is the MAJOR version of the file layout, an integer (currently 1):
+Versioning. `format_version` is the MAJOR version of the file layout, an integer (currently 2):
 
 - adding an optional key is backward compatible and does NOT change it: an older sdfp-hf reading a
   file that has keys it does not know drops them with one warning (like a newer minor version);
@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 from ._version import __version__
 from .hub import PLOT_NAME, HubMixin, render_model_card
+from .plan import DraftPlan
 from .skipset import GRANULARITIES, SkipSet
 
 __all__ = [
@@ -46,8 +47,13 @@ __all__ = [
 CONFIG_NAME = "sdfp_config.json"
 """Name of the JSON file that holds a mask, in a folder or a Hub repository."""
 
-FORMAT_VERSION = 1
-"""Major version of the `sdfp_config.json` layout written by this version of sdfp-hf."""
+FORMAT_VERSION = 2
+"""Newest major version of the `sdfp_config.json` layout this sdfp-hf reads and writes.
+
+Version 2 added `precision` (quantized branches): a mask with quantized branches is written as version 2,
+so that an older sdfp-hf refuses it instead of building a different draft; a mask without them is still
+written as version 1, which every sdfp-hf reads."""
+PRECISION_VERSION = 2
 
 NUM_ASSISTANT_TOKENS_SCHEDULES = ("constant", "heuristic", "heuristic_transient")
 # Draft settings used when neither the caller nor a mask gives them; chosen from measurements on the
@@ -108,7 +114,7 @@ class SDFPConfig(HubMixin):
     """
 
     format_version: int = field(
-        default=FORMAT_VERSION,
+        default=1,
         metadata={"help": "Major version of the file layout; a reader refuses a version newer than its own."},
     )
     sdfp_version: str | None = field(
@@ -205,6 +211,13 @@ class SDFPConfig(HubMixin):
             "help": "Token ids the draft scores (a reduced output vocabulary), or None for all of them."
         },
     )
+    precision: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "help": "Quantized branches (format version 2): `attention` and `mlp`, one precision per layer "
+            "(`'shared'`, `'int8'`, `'int4'`), `head`, and the int4 `group_size`; null when nothing is quantized."
+        },
+    )
     measurements: dict[str, Any] = field(
         default_factory=dict,
         metadata={"help": "Measured figures, when known: `acceptance`, `speedup`, `hardware`."},
@@ -272,7 +285,9 @@ class SDFPConfig(HubMixin):
                 f"{self.skip_attention} and skip_mlp={self.skip_mlp} are set: use granularity='sublayer' "
                 "to skip attention and MLP branches separately"
             )
-        self.skip_set  # noqa: B018 - the one skip-set validator (sdfp_hf.skipset) raises on a bad list
+        self.precision = self.plan.to_dict()  # the one plan validator (sdfp_hf.plan), normalised
+        if self.precision is not None:  # older readers must refuse a mask whose draft they cannot build
+            self.format_version = max(self.format_version, PRECISION_VERSION)
         for name in ("skip_layers", "skip_attention", "skip_mlp"):
             setattr(self, name, sorted(getattr(self, name)))
 
@@ -440,6 +455,11 @@ class SDFPConfig(HubMixin):
         )
 
     @property
+    def plan(self) -> DraftPlan:
+        """What the draft skips, shares and quantizes, as a validated [`DraftPlan`]."""
+        return DraftPlan.from_dict(self.skip_set, self.precision, error=SDFPConfigError)
+
+    @property
     def attention_skipped(self) -> list[int]:
         """Layers whose attention branch the draft skips (whole-layer and attention-only skips), sorted."""
         return list(self.skip_set.attention)
@@ -574,6 +594,7 @@ class SDFPConfig(HubMixin):
             measurements=_measurement_rows(self.measurements),
             hardware=self.measurements.get("hardware"),
             calibration=_calibration_rows(self.calibration),
+            plan_description=self.plan.describe(),
         )
 
 

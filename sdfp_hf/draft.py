@@ -27,10 +27,12 @@ from transformers import PreTrainedModel
 from .architectures import ArchitectureSpec, UnsupportedModelError, get_architecture
 from .config import SDFPConfig
 from .drafting.options import DraftingOptions
+from .plan import QUANTIZED, DraftPlan
+from .quantize import QuantizedLinear, nbytes_of, quantize_linears, quantize_weight, quantized_nbytes
 from .skipset import SkipSet
 from .stats import DraftStats
 
-__all__ = ["DRAFT_SETTINGS", "DraftModel", "build_draft", "target_architecture"]
+__all__ = ["DRAFT_SETTINGS", "DraftModel", "build_draft", "plan_nbytes", "target_architecture"]
 
 DRAFT_SETTINGS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
 """The drafting settings a draft's `generation_config` (and its mask) carry."""
@@ -77,6 +79,9 @@ class DraftModel:
     sdfp_config: SDFPConfig
     drafting: DraftingOptions
 
+    # The draft's modules are shallow copies that share the target's tensors: a module-level `.to()`,
+    # `.half()` or the like would move or convert the TARGET's weights too.
+
     @property
     def target(self) -> PreTrainedModel:
         """The model this draft was built from (and whose weights it shares)."""
@@ -110,28 +115,26 @@ class DraftModel:
         hidden = self.base_model(
             input_ids=input_ids, position_ids=position_ids, cache=cache, use_cache=True, attention_mask=attention_mask
         )
-        weight, bias, ids = self._output_head()
-        logits = torch.nn.functional.linear(hidden.last_hidden_state[:, -1], weight, bias).float()
+        head = self.__dict__["_sdfp_head"]
+        logits = head(hidden.last_hidden_state[:, -1]).float()
         softcap = getattr(self.config.get_text_config(), "final_logit_softcapping", None)
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
-        if ids is None:
+        if head.ids is None:
             return logits
         full = logits.new_full((1, self.get_output_embeddings().weight.shape[0]), float("-inf"))
-        return full.index_copy_(1, ids, logits)
+        return full.index_copy_(1, head.ids, logits)
 
-    def _output_head(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.LongTensor | None]:
-        head = self.get_output_embeddings()
-        if self.sdfp_config.draft_vocab is None:
-            return head.weight, head.bias, None
-        cached = self.__dict__.get("_sdfp_head")
-        if cached is None or cached[0].dtype != head.weight.dtype or cached[0].device != head.weight.device:
-            # A copy of the kept rows (not a view): a contiguous matrix is what makes the step cheaper.
-            ids = torch.tensor(self.sdfp_config.draft_vocab, device=head.weight.device)
-            bias = None if head.bias is None else head.bias.detach()[ids]
-            cached = (head.weight.detach()[ids].contiguous(), bias, ids)
-            self.__dict__["_sdfp_head"] = cached
-        return cached
+    @property
+    def plan(self) -> DraftPlan:
+        """What the draft skips, shares and quantizes."""
+        return self.__dict__["_sdfp_plan"]
+
+    @property
+    def extra_bytes(self) -> int:
+        """Bytes the draft holds of its own: quantized copies and a reduced output head (0 for a pure view)."""
+        held = sum(m.nbytes for m in self.modules() if isinstance(m, QuantizedLinear))
+        return held + self.__dict__["_sdfp_head"].nbytes
 
     def set_draft_settings(
         self,
@@ -179,13 +182,70 @@ class DraftModel:
         return f"sdfp_skip_attention={list(self.skip.attention)}, sdfp_skip_mlp={list(self.skip.mlp)}"
 
 
-def _view(model: PreTrainedModel, spec: ArchitectureSpec, skip: SkipSet, mixin: type) -> DraftModel:
-    """The draft's modules: a shallow copy of the path root -> layers, the kept layers renumbered."""
+class _Head:
+    """The draft's output head: the target's (shared), a copy of some of its rows, or a quantized copy.
+
+    `ids` are the token ids it scores (None: the whole vocabulary); `nbytes` what it holds of its own.
+    """
+
+    def __init__(self, model: PreTrainedModel, precision: str, group_size: int, draft_vocab: list[int] | None):
+        head = model.get_output_embeddings()
+        weight, bias = head.weight.detach(), None if getattr(head, "bias", None) is None else head.bias.detach()
+        self.ids = None
+        if draft_vocab is not None:
+            # A copy of the kept rows (not a view): a contiguous matrix is what makes the step cheaper.
+            self.ids = torch.tensor(draft_vocab, device=weight.device)
+            weight = weight[self.ids].contiguous()
+            bias = None if bias is None else bias[self.ids]
+        self.weight, self.bias = weight, bias
+        self.quantized = None
+        if precision != "shared":
+            self.quantized = quantize_weight(weight, bias, precision, group_size)
+        copied = draft_vocab is not None and self.quantized is None
+        self.nbytes = (self.quantized.nbytes if self.quantized is not None else 0) + (
+            weight.numel() * weight.element_size() + (0 if bias is None else bias.numel() * bias.element_size())
+            if copied
+            else 0
+        )
+        if self.quantized is not None:
+            self.weight = self.bias = None  # only the quantized copy is kept
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.quantized is not None:
+            return self.quantized(hidden)
+        return nn.functional.linear(hidden, self.weight, self.bias)
+
+
+def plan_nbytes(model: PreTrainedModel, plan: DraftPlan, draft_vocab: list[int] | None = None) -> int:
+    """The bytes a draft of `model` with `plan` holds of its own (what `draft.extra_bytes` will say)."""
+    spec = get_architecture(model)
+    total = 0
+    for i, layer in enumerate(spec.decoder_layers(model)):
+        for kind in ("attention", "mlp"):
+            precision = plan.precision(i, kind)
+            if precision in QUANTIZED:
+                total += quantized_nbytes(spec.branch(layer, kind), precision, plan.group_size)
+    head = model.get_output_embeddings()
+    rows, columns = head.weight.shape
+    rows = rows if draft_vocab is None else len(draft_vocab)
+    has_bias = getattr(head, "bias", None) is not None
+    quantized = nbytes_of(rows, columns, has_bias, plan.head, plan.group_size, head.weight.device.type) if plan.head in QUANTIZED else 0
+    if quantized:
+        total += quantized
+    elif draft_vocab is not None:
+        total += (rows * columns + (rows if has_bias else 0)) * head.weight.element_size()
+    return total
+
+
+def _view(model: PreTrainedModel, spec: ArchitectureSpec, plan: DraftPlan, mixin: type) -> DraftModel:
+    """The draft's modules: a shallow copy of the path root -> layers, the kept layers renumbered, the
+    skipped branches replaced, the quantized branches copied with quantized linears."""
     if getattr(model.config, "scale_attn_by_inverse_layer_idx", False):
         raise UnsupportedModelError(
             f"{type(model).__name__} scales attention by its layer index (`scale_attn_by_inverse_layer_idx`), "
             "which a renumbered draft layer cannot reproduce"
         )
+    skip = plan.skip
     kept = skip.kept_layers
     skipped_attention, skipped_mlp = set(skip.attention), set(skip.mlp)
 
@@ -205,6 +265,7 @@ def _view(model: PreTrainedModel, spec: ArchitectureSpec, skip: SkipSet, mixin: 
     draft.config = config
     draft.generation_config = copy.deepcopy(model.generation_config)
     draft.__dict__["_sdfp_target"] = model
+    draft.__dict__["_sdfp_plan"] = plan
     draft.skip = skip
     draft.stats = DraftStats()
 
@@ -230,12 +291,22 @@ def _view(model: PreTrainedModel, spec: ArchitectureSpec, skip: SkipSet, mixin: 
         else:
             attention = _copy_module(spec.branch(layer, "attention"))
             attention.layer_idx = new_idx
+            _quantize(attention, plan.precision(old_idx, "attention"), plan.group_size)
             layer._modules[spec.attention] = attention
         if old_idx in skipped_mlp:
             layer._modules[spec.mlp] = _SkippedMLP()
+        elif plan.precision(old_idx, "mlp") in QUANTIZED:
+            mlp = _copy_module(spec.branch(layer, "mlp"))
+            _quantize(mlp, plan.precision(old_idx, "mlp"), plan.group_size)
+            layer._modules[spec.mlp] = mlp
         new_layers.append(layer)
     dst._modules[list_name] = nn.ModuleList(new_layers)
     return draft
+
+
+def _quantize(branch: nn.Module, precision: str, group_size: int) -> None:
+    if precision in QUANTIZED:
+        quantize_linears(branch, precision, group_size, _copy_module)
 
 
 def target_architecture(model: Any) -> ArchitectureSpec:
@@ -251,31 +322,37 @@ def target_architecture(model: Any) -> ArchitectureSpec:
 
 def build_draft(
     model: PreTrainedModel,
-    skip: SkipSet,
+    plan: DraftPlan | SkipSet,
     *,
     mask: SDFPConfig | None = None,
     drafting: DraftingOptions | None = None,
     mixin: type[DraftModel] = DraftModel,
 ) -> DraftModel:
-    """Build the draft of `model` that skips `skip`.
+    """Build the draft of `model` that follows `plan`.
 
     Args:
         model (`PreTrainedModel`): the target, a decoder-only causal LM of a supported architecture.
-        skip (`SkipSet`): what to skip; `skip.num_layers` must be the model's number of decoder layers.
+        plan (`DraftPlan` or `SkipSet`): what to skip, share and quantize (a `SkipSet`: skip, share the
+            rest); its number of layers must be the model's.
         mask (`SDFPConfig`, *optional*): the mask the draft carries (its provenance and recommended
-            settings); defaults to a bare mask of `skip` for `model`.
+            settings); defaults to a bare mask of `plan` for `model`.
         drafting (`DraftingOptions`, *optional*): how candidates are proposed; defaults to the defaults.
         mixin (`type`, *optional*): the draft's mixin class, `DraftModel` or a subclass of it.
 
     Returns:
         The draft: an instance of `mixin` and of `type(model)`.
     """
+    if isinstance(plan, SkipSet):
+        plan = DraftPlan(plan)
     spec = target_architecture(model)
     num_layers = len(spec.decoder_layers(model))
-    if skip.num_layers != num_layers:
-        raise ValueError(f"the skip set is for {skip.num_layers} decoder layers, the model has {num_layers}")
-    draft = _view(model, spec, skip, mixin)
-    draft.sdfp_config = mask if mask is not None else SDFPConfig.from_model_config(model.config, **skip.as_mask_fields())
+    if plan.num_layers != num_layers:
+        raise ValueError(f"the plan is for {plan.num_layers} decoder layers, the model has {num_layers}")
+    if mask is None:
+        mask = SDFPConfig.from_model_config(model.config, **plan.skip.as_mask_fields(), precision=plan.to_dict())
+    draft = _view(model, spec, plan, mixin)
+    draft.__dict__["_sdfp_head"] = _Head(model, plan.head, plan.group_size, mask.draft_vocab)
+    draft.sdfp_config = mask
     draft.drafting = drafting if drafting is not None else DraftingOptions()
     draft.set_draft_settings()
     return draft
