@@ -582,7 +582,7 @@ def test_smollm2_converted_folder(smollm2_folder: Path) -> None:
 @pytest.mark.slow
 def test_smollm2_converted_generates_like_the_gguf(smollm2_folder: Path) -> None:
     converted, tokenizer = models.load_model("smollm2-135m")
-    original, gguf_tokenizer = models.load_model(catalogue.gguf_file("smollm2-135m"))
+    original, gguf_tokenizer = models.load_model(catalogue.gguf_file("smollm2-135m", install=True))
     inputs = tokenizer.apply_chat_template(
         CHAT, add_generation_prompt=True, return_tensors="pt", return_dict=True
     )

@@ -6,7 +6,13 @@ import copy
 
 import pytest
 import torch
-from test_assistant import DRAFT_ONLY, LlamaForCausalLM_tiny, _sampled_continuations_p_value, _snapshot, greedy
+from test_assistant import (
+    DRAFT_ONLY,
+    LlamaForCausalLM_tiny,
+    _sampled_continuations_p_value,
+    _snapshot,
+    greedy,
+)
 from tiny_models import ARCHITECTURES, NUM_LAYERS, prompt, tiny_model
 from torch import nn
 

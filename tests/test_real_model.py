@@ -17,7 +17,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def smollm2():
     from benchmarks.catalogue import ensure
-
     from sdfp_hf.models import load_model
 
     ensure("smollm2-135m", install=True)
