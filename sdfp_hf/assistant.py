@@ -113,6 +113,7 @@ class SDFPAssistant(DraftModel):
                 f"profiling arguments {sorted(profile_kwargs)} apply only when neither an explicit plan nor a "
                 "mask is given"
             )
+        copies = None  # the quantized matrices profiling made, reused by the draft it chose
         if mask is not None:
             if not isinstance(mask, SDFPConfig):
                 mask = SDFPConfig.from_pretrained(mask)
@@ -124,10 +125,11 @@ class SDFPAssistant(DraftModel):
             )
             mask = SDFPConfig.from_model_config(model.config, **plan.skip.as_mask_fields(), precision=plan.to_dict())
         else:
-            mask = profile(model, **profile_kwargs).to_config(model)
+            result = profile(model, **profile_kwargs)
+            mask, copies = result.to_config(model), result.quantized_copies
         if draft_vocab is not None:
             mask = dataclasses.replace(mask, draft_vocab=list(draft_vocab))
-        draft = build_draft(model, mask.plan, mask=mask, drafting=drafting, mixin=cls)
+        draft = build_draft(model, mask.plan, mask=mask, drafting=drafting, mixin=cls, copies=copies)
         draft.set_draft_settings(
             num_assistant_tokens=num_assistant_tokens,
             num_assistant_tokens_schedule=num_assistant_tokens_schedule,

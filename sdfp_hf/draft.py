@@ -28,11 +28,11 @@ from .architectures import ArchitectureSpec, UnsupportedModelError, get_architec
 from .config import SDFPConfig
 from .drafting.options import DraftingOptions
 from .plan import QUANTIZED, DraftPlan
-from .quantize import QuantizedLinear, nbytes_of, quantize_linears, quantize_weight, quantized_nbytes
+from .quantize import QuantizedLinear, quantize_linears, quantize_weight
 from .skipset import SkipSet
 from .stats import DraftStats
 
-__all__ = ["DRAFT_SETTINGS", "DraftModel", "build_draft", "plan_nbytes", "target_architecture"]
+__all__ = ["DRAFT_SETTINGS", "DraftHead", "DraftModel", "build_draft", "target_architecture"]
 
 DRAFT_SETTINGS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
 """The drafting settings a draft's `generation_config` (and its mask) carry."""
@@ -115,15 +115,11 @@ class DraftModel:
         hidden = self.base_model(
             input_ids=input_ids, position_ids=position_ids, cache=cache, use_cache=True, attention_mask=attention_mask
         )
-        head = self.__dict__["_sdfp_head"]
-        logits = head(hidden.last_hidden_state[:, -1]).float()
+        logits = self.get_output_embeddings()(hidden.last_hidden_state[:, -1]).float()
         softcap = getattr(self.config.get_text_config(), "final_logit_softcapping", None)
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
-        if head.ids is None:
-            return logits
-        full = logits.new_full((1, self.get_output_embeddings().weight.shape[0]), float("-inf"))
-        return full.index_copy_(1, head.ids, logits)
+        return logits
 
     @property
     def plan(self) -> DraftPlan:
@@ -134,7 +130,8 @@ class DraftModel:
     def extra_bytes(self) -> int:
         """Bytes the draft holds of its own: quantized copies and a reduced output head (0 for a pure view)."""
         held = sum(m.nbytes for m in self.modules() if isinstance(m, QuantizedLinear))
-        return held + self.__dict__["_sdfp_head"].nbytes
+        head = self.get_output_embeddings()
+        return held + (head.nbytes - (head.quantized.nbytes if head.quantized is not None else 0))
 
     def set_draft_settings(
         self,
@@ -182,62 +179,51 @@ class DraftModel:
         return f"sdfp_skip_attention={list(self.skip.attention)}, sdfp_skip_mlp={list(self.skip.mlp)}"
 
 
-class _Head:
-    """The draft's output head: the target's (shared), a copy of some of its rows, or a quantized copy.
+class DraftHead(nn.Module):
+    """The draft's output head, in place of the target's in the draft's module tree.
 
-    `ids` are the token ids it scores (None: the whole vocabulary); `nbytes` what it holds of its own.
+    The target's head itself (shared), a quantized copy of it, or either restricted to some rows
+    (`draft_vocab`: a smaller head; the other tokens get -inf, probability 0). Every forward of the draft
+    (generation, the replay, the step-cost measurement) goes through it, so what is measured is what runs.
     """
 
-    def __init__(self, model: PreTrainedModel, precision: str, group_size: int, draft_vocab: list[int] | None):
-        head = model.get_output_embeddings()
-        weight, bias = head.weight.detach(), None if getattr(head, "bias", None) is None else head.bias.detach()
-        self.ids = None
-        if draft_vocab is not None:
+    def __init__(self, head: nn.Module, precision: str, group_size: int, draft_vocab: list[int] | None):
+        super().__init__()
+        weight = head.weight.detach()
+        bias = None if getattr(head, "bias", None) is None else head.bias.detach()
+        self.vocab_size = weight.shape[0]
+        self.register_buffer("ids", None if draft_vocab is None else torch.tensor(draft_vocab, device=weight.device))
+        if self.ids is not None:
             # A copy of the kept rows (not a view): a contiguous matrix is what makes the step cheaper.
-            self.ids = torch.tensor(draft_vocab, device=weight.device)
             weight = weight[self.ids].contiguous()
             bias = None if bias is None else bias[self.ids]
-        self.weight, self.bias = weight, bias
-        self.quantized = None
-        if precision != "shared":
-            self.quantized = quantize_weight(weight, bias, precision, group_size)
-        copied = draft_vocab is not None and self.quantized is None
-        self.nbytes = (self.quantized.nbytes if self.quantized is not None else 0) + (
-            weight.numel() * weight.element_size() + (0 if bias is None else bias.numel() * bias.element_size())
-            if copied
-            else 0
-        )
+        self.quantized = quantize_weight(weight, bias, precision, group_size) if precision != "shared" else None
+        # the target's tensors when shared, the kept rows when reduced; nothing when quantized
+        self.weight, self.bias = (None, None) if self.quantized is not None else (weight, bias)
+        self.nbytes = self.quantized.nbytes if self.quantized is not None else 0
+        if self.quantized is None and self.ids is not None:
+            self.nbytes = sum(t.numel() * t.element_size() for t in (weight, bias) if t is not None)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.quantized is not None:
-            self.weight = self.bias = None  # only the quantized copy is kept
+            logits = self.quantized(hidden)
+        else:
+            logits = nn.functional.linear(hidden, self.weight, self.bias)
+        if self.ids is None:
+            return logits
+        full = logits.new_full((*logits.shape[:-1], self.vocab_size), float("-inf"))
+        return full.index_copy_(-1, self.ids, logits)
 
-    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.quantized is not None:
-            return self.quantized(hidden)
-        return nn.functional.linear(hidden, self.weight, self.bias)
 
-
-def plan_nbytes(model: PreTrainedModel, plan: DraftPlan, draft_vocab: list[int] | None = None) -> int:
-    """The bytes a draft of `model` with `plan` holds of its own (what `draft.extra_bytes` will say)."""
-    spec = get_architecture(model)
-    total = 0
-    for i, layer in enumerate(spec.decoder_layers(model)):
-        for kind in ("attention", "mlp"):
-            precision = plan.precision(i, kind)
-            if precision in QUANTIZED:
-                total += quantized_nbytes(spec.branch(layer, kind), precision, plan.group_size)
+def _head_name(model: PreTrainedModel) -> str:
     head = model.get_output_embeddings()
-    rows, columns = head.weight.shape
-    rows = rows if draft_vocab is None else len(draft_vocab)
-    has_bias = getattr(head, "bias", None) is not None
-    quantized = nbytes_of(rows, columns, has_bias, plan.head, plan.group_size, head.weight.device.type) if plan.head in QUANTIZED else 0
-    if quantized:
-        total += quantized
-    elif draft_vocab is not None:
-        total += (rows * columns + (rows if has_bias else 0)) * head.weight.element_size()
-    return total
+    for name, child in model.named_children():
+        if child is head:
+            return name
+    raise UnsupportedModelError(f"{type(model).__name__}'s output head is not one of its direct submodules")
 
 
-def _view(model: PreTrainedModel, spec: ArchitectureSpec, plan: DraftPlan, mixin: type) -> DraftModel:
+def _view(model: PreTrainedModel, spec: ArchitectureSpec, plan: DraftPlan, mixin: type, copies: dict | None) -> DraftModel:
     """The draft's modules: a shallow copy of the path root -> layers, the kept layers renumbered, the
     skipped branches replaced, the quantized branches copied with quantized linears."""
     if getattr(model.config, "scale_attn_by_inverse_layer_idx", False):
@@ -291,22 +277,22 @@ def _view(model: PreTrainedModel, spec: ArchitectureSpec, plan: DraftPlan, mixin
         else:
             attention = _copy_module(spec.branch(layer, "attention"))
             attention.layer_idx = new_idx
-            _quantize(attention, plan.precision(old_idx, "attention"), plan.group_size)
+            _quantize(attention, plan.precision(old_idx, "attention"), plan.group_size, copies)
             layer._modules[spec.attention] = attention
         if old_idx in skipped_mlp:
             layer._modules[spec.mlp] = _SkippedMLP()
         elif plan.precision(old_idx, "mlp") in QUANTIZED:
             mlp = _copy_module(spec.branch(layer, "mlp"))
-            _quantize(mlp, plan.precision(old_idx, "mlp"), plan.group_size)
+            _quantize(mlp, plan.precision(old_idx, "mlp"), plan.group_size, copies)
             layer._modules[spec.mlp] = mlp
         new_layers.append(layer)
     dst._modules[list_name] = nn.ModuleList(new_layers)
     return draft
 
 
-def _quantize(branch: nn.Module, precision: str, group_size: int) -> None:
+def _quantize(branch: nn.Module, precision: str, group_size: int, copies: dict | None) -> None:
     if precision in QUANTIZED:
-        quantize_linears(branch, precision, group_size, _copy_module)
+        quantize_linears(branch, precision, group_size, _copy_module, copies)
 
 
 def target_architecture(model: Any) -> ArchitectureSpec:
@@ -327,6 +313,7 @@ def build_draft(
     mask: SDFPConfig | None = None,
     drafting: DraftingOptions | None = None,
     mixin: type[DraftModel] = DraftModel,
+    copies: dict | None = None,
 ) -> DraftModel:
     """Build the draft of `model` that follows `plan`.
 
@@ -338,6 +325,8 @@ def build_draft(
             settings); defaults to a bare mask of `plan` for `model`.
         drafting (`DraftingOptions`, *optional*): how candidates are proposed; defaults to the defaults.
         mixin (`type`, *optional*): the draft's mixin class, `DraftModel` or a subclass of it.
+        copies (`dict`, *optional*): kept by a caller that builds several drafts of one target (the
+            profiler): quantized copies of the same matrix are made once and shared between them.
 
     Returns:
         The draft: an instance of `mixin` and of `type(model)`.
@@ -350,8 +339,8 @@ def build_draft(
         raise ValueError(f"the plan is for {plan.num_layers} decoder layers, the model has {num_layers}")
     if mask is None:
         mask = SDFPConfig.from_model_config(model.config, **plan.skip.as_mask_fields(), precision=plan.to_dict())
-    draft = _view(model, spec, plan, mixin)
-    draft.__dict__["_sdfp_head"] = _Head(model, plan.head, plan.group_size, mask.draft_vocab)
+    draft = _view(model, spec, plan, mixin, copies)
+    draft._modules[_head_name(model)] = DraftHead(model.get_output_embeddings(), plan.head, plan.group_size, mask.draft_vocab)
     draft.sdfp_config = mask
     draft.drafting = drafting if drafting is not None else DraftingOptions()
     draft.set_draft_settings()

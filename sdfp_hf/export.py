@@ -18,6 +18,9 @@ A standard decoder layer cannot leave out one of its two branches, so a layer of
 only the attention or only the MLP keeps that branch with its output projection set to zero: the branch
 then adds exactly nothing to the residual stream (see `ArchitectureSpec.branch_output_projection`), but
 it is still computed. Such a checkpoint is exact, and as slow per kept layer as the target.
+
+A draft whose branches are quantized copies (`DraftPlan`) is exported with those branches at the target's
+precision, and a warning says so: there is no standard checkpoint format for them that engines load as is.
 """
 
 from __future__ import annotations
@@ -124,6 +127,15 @@ def save_standalone(
             f"the draft scores a reduced vocabulary ({len(draft.sdfp_config.draft_vocab)} token ids, `draft_vocab`), "
             "which a standard checkpoint cannot express: the export keeps the full output head (engines also "
             "require the target's vocabulary), so it proposes from every token",
+            UserWarning,
+            stacklevel=2,
+        )
+    if draft.plan.is_quantized:
+        warnings.warn(
+            f"the draft's quantized copies ({draft.plan.describe()}) are exported at the target's precision: no "
+            "standard checkpoint format holds these round-to-nearest int8/int4 weights in a form serving engines "
+            "load without extra packages; quantize the exported draft with the engine's own weight-only "
+            "quantization if it offers one",
             UserWarning,
             stacklevel=2,
         )

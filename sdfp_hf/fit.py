@@ -13,6 +13,13 @@ Methods (`SCORING_METHODS`):
 - ``"fit_argmax"``: the same with the model's argmax as the label.
 - ``"fit_trace"``: the trace form ``Tr(F) * E[theta^2]`` (sum of squared gradients times the mean squared
   weight of the branch), data labels.
+- ``"fit_quant"``: FIT as first proposed, for mixed-precision quantization: ``sum E[g^2] * dtheta^2`` over a
+  branch's matrices, with `dtheta` what rounding them to int4 (`quantize_format`, `group_size`) changes,
+  sampled labels. For a matrix ``y = W x`` the Fisher diagonal ``E[(dL/dW_ij)^2] = E[g_i^2 x_j^2]`` is taken
+  in its Kronecker-factored form ``E[g_i^2] E[x_j^2]`` (as K-FAC does), from the squared gradients at each
+  matrix's output and squared inputs: one forward and one backward through the activations, no weight
+  gradient (on Qwen2.5-Coder-1.5B a third of the time of the exact form). Higher means the branch loses
+  more to int4; the profiler keeps such branches int8.
 - ``"fisher_gate"``: activation side. Put a gate `a` on each residual branch, ``h + a * f(h)``; removing
   the branch moves `a` from 1 to 0, and the Fisher information of `a` at 1,
   ``E_y[(d log p(y) / d a)^2]`` with ``d log p / d a = <dL/dh, f(h)>`` (the gradient of the loss with
@@ -79,6 +86,7 @@ from torch import nn
 from ._compat import attn_implementation
 from .architectures import get_architecture
 from .cache import local_forward
+from .quantize import is_transposed, linear_weights, rounding_error
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -95,9 +103,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_PARAM_METHODS = {"fit": "data", "fit_sampled": "sampled", "fit_argmax": "argmax", "fit_trace": "data"}
+_PARAM_METHODS = {
+    "fit": "data",
+    "fit_sampled": "sampled",
+    "fit_argmax": "argmax",
+    "fit_trace": "data",
+}
 _DATA_FREE_METHODS = ("random", "last", "evenly_spaced")
-SCORING_METHODS = (*_PARAM_METHODS, "fisher_gate", "gate_flips", "block_influence", *_DATA_FREE_METHODS)
+SCORING_METHODS = (*_PARAM_METHODS, "fit_quant", "fisher_gate", "gate_flips", "block_influence", *_DATA_FREE_METHODS)
 """Every scoring method `score_layers` knows."""
 
 LABELS = ("data", "sampled", "argmax")
@@ -273,6 +286,8 @@ def score_layers(
     local: bool = True,
     seed: int = 0,
     progress: bool = True,
+    quantize_format: str = "int4",
+    group_size: int = 64,
 ) -> LayerScores:
     """Score every decoder layer, and its attention and MLP branches, of `model`.
 
@@ -290,6 +305,8 @@ def score_layers(
             sensitivity through itself only (as the draft, which reads the target's prefix, sees it).
         seed (`int`, *optional*, defaults to 0): seed of sampled labels and of ``"random"``.
         progress (`bool`, *optional*, defaults to `True`): show a progress bar and log a summary.
+        quantize_format (`str`, *optional*, defaults to `"int4"`), group_size (`int`, *optional*, defaults to 64):
+            for ``"fit_quant"``, the quantization whose rounding error is weighed.
 
     Returns:
         [`LayerScores`]
@@ -320,6 +337,11 @@ def score_layers(
             scores = _param_fisher(
                 model, spec, calibration, method, labels or _PARAM_METHODS[method],
                 batch_size or 1, num_label_samples, seed, progress,
+            )
+        elif method == "fit_quant":
+            scores = _quantization_fisher(
+                model, spec, calibration, labels or "sampled", batch_size or 4, seed, progress, quantize_format,
+                group_size,
             )
         elif method in ("fisher_gate", "gate_flips"):
             impl = attn_implementation(model.config)
@@ -418,6 +440,81 @@ def _branch_params(spec, model: nn.Module) -> dict[tuple[int, str], list[nn.Para
                         params.append(p)
             out[(idx, kind)] = params
     return out
+
+
+def _quantization_fisher(
+    model: nn.Module,
+    spec: Any,
+    calibration: CalibrationData,
+    labels: str,
+    batch_size: int,
+    seed: int,
+    progress: bool,
+    fmt: str,
+    group_size: int,
+) -> LayerScores:
+    """FIT of int4 rounding per branch, with the Kronecker-factored Fisher diagonal (see the module docstring)."""
+    layers = spec.decoder_layers(model)
+    matrices = {
+        (i, kind): list(linear_weights(spec.branch(layer, kind)).values()) for i, layer in enumerate(layers) for kind in KINDS
+    }
+    inputs: dict[int, torch.Tensor] = {}  # per matrix, the sum over real tokens of x^2 (input columns)
+    outputs: dict[int, torch.Tensor] = {}  # per matrix, the sum over tokens of (dL/dy)^2 (output rows)
+    real = {}
+    handles = []
+
+    def add(store: dict, key: int, value: torch.Tensor) -> None:
+        store[key] = value if key not in store else store[key] + value
+
+    def forward_hook(module, args, output):
+        x = args[0].detach().float() * real["mask"][..., None]  # padding is no calibration token
+        add(inputs, id(module), x.pow(2).reshape(-1, x.shape[-1]).sum(0))
+        if output.requires_grad:
+            output.register_hook(
+                lambda grad, key=id(module): add(outputs, key, grad.float().pow(2).reshape(-1, grad.shape[-1]).sum(0))
+            )
+
+    embeddings = model.get_input_embeddings()
+    handles.append(embeddings.register_forward_hook(lambda module, args, out: out.detach().requires_grad_(True)))
+    for ms in matrices.values():
+        handles += [m.register_forward_hook(forward_hook) for m in ms]
+    all_params = list(model.parameters())
+    flags = [p.requires_grad for p in all_params]
+    generator = torch.Generator().manual_seed(seed)
+    device = embeddings.weight.device
+    batches = calibration.batches(batch_size)
+    try:
+        for p in all_params:
+            p.requires_grad_(False)
+        with _progress(len(batches), "FIT of int4 rounding", progress) as bar:
+            for batch in batches:
+                batch = batch.to(device)
+                real["mask"] = batch.attention_mask.float()
+                logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+                with torch.no_grad():
+                    y = _labels(logits, batch.input_ids, labels, generator)
+                _sum_loss(logits, y, batch.loss_mask).backward()
+                del logits
+                bar.update(1)
+    finally:
+        for h in handles:
+            h.remove()
+        for p, flag in zip(all_params, flags):
+            p.requires_grad_(flag)
+    scores = {kind: [0.0] * len(layers) for kind in KINDS}
+    for (i, kind), ms in matrices.items():
+        total = 0.0
+        for m in ms:
+            if id(m) not in outputs or id(m) not in inputs:
+                continue
+            u, v = outputs[id(m)], inputs[id(m)]
+            weight = m.weight.detach()
+            error = rounding_error(weight.t() if is_transposed(m) else weight, fmt, group_size)
+            total += float(u @ error.pow(2) @ v)
+        scores[kind][i] = total / max(calibration.num_tokens, 1)
+    layer = [a + b for a, b in zip(scores["attention"], scores["mlp"])]
+    details = {"labels": labels, "batch_size": batch_size, "quantize_format": fmt, "group_size": group_size}
+    return LayerScores("fit_quant", scores["attention"], scores["mlp"], layer, details=details)
 
 
 def _param_fisher(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import re
 import sys
 import time
 import warnings
@@ -26,25 +27,30 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
+from ._compat import weight_only_formats
 from .calibration import CalibrationData, build_calibration
 from .config import SDFPConfig
 from .costs import measure_step_costs, predict_speedup
 from .draft import build_draft
 from .drafting import install_candidate_generator
 from .fit import DEFAULT_SCORING_METHOD, LayerScores, score_layers
+from .plan import DraftPlan
 from .replay import replay_rounds, target_trajectories, trajectories_from_calibration
-from .selection import DEFAULT_GRANULARITY, branch_costs, select_skips
+from .selection import DEFAULT_GRANULARITY, branch_costs, quantized_plans, select_skips
 from .skipset import SkipSet
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["AUTO_RATIOS", "NoSpeedupWarning", "ProfileResult", "profile"]
+__all__ = ["AUTO_RATIOS", "DEFAULT_DRAFT_MEMORY", "NoSpeedupWarning", "ProfileResult", "memory_budget", "profile"]
 
 logger = logging.getLogger(__name__)
 
 AUTO_RATIOS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
 """Skip ratios ``skip_ratio="auto"`` tries."""
+
+DEFAULT_DRAFT_MEMORY = 0.5
+"""The most memory a profiled draft holds of its own, as a fraction of the target's weight bytes."""
 
 _SETTINGS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
 
@@ -59,7 +65,7 @@ class ProfileResult:
 
     Args:
         skip (`SkipSet`): what the draft skips.
-        scores (`LayerScores`): the per-layer scores.
+        scores (`LayerScores`): the per-layer scores (``"fit_quant"`` sensitivities when the plan quantizes).
         granularity (`str`): ``"layer"`` or ``"sublayer"``.
         skip_ratio (`float`): the chosen ratio (of layers, or of decoder bytes at sub-layer granularity).
         calibration (`dict`): calibration provenance (source, sizes, seed, dtype, seconds).
@@ -68,7 +74,9 @@ class ProfileResult:
         num_assistant_tokens_schedule (`str`): recommended draft settings.
         predicted (`dict`, *optional*): for ``"auto"``: the chosen candidate's replayed acceptance, measured
             step cost and predicted speedup.
-        candidates (`list[dict]`): for ``"auto"``: every ratio tried, with the same figures.
+        candidates (`list[dict]`): for ``"auto"``: every plan tried, with the same figures.
+        plan (`DraftPlan`, *optional*): what the draft skips, shares and quantizes (defaults to `skip`).
+        quantized_copies (`dict`): the quantized matrices made while profiling, for `build_draft(copies=)`.
     """
 
     skip: SkipSet
@@ -82,6 +90,12 @@ class ProfileResult:
     num_assistant_tokens_schedule: str | None = None
     predicted: dict[str, Any] | None = None
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    plan: DraftPlan | None = None
+    quantized_copies: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.plan is None:
+            self.plan = DraftPlan(self.skip)
 
     @property
     def skip_layers(self) -> list[int]:
@@ -107,6 +121,7 @@ class ProfileResult:
         """Fields of `SDFPConfig` (pass to `SDFPConfig.from_model_config(model.config, **fields)`)."""
         fields_: dict[str, Any] = {
             **self.skip.as_mask_fields(),
+            "precision": self.plan.to_dict(),
             "scores": self.scores.as_dict(),
             "scoring_method": self.scores.method,
             "calibration": {k: v for k, v in self.calibration.items() if v is not None},
@@ -119,6 +134,7 @@ class ProfileResult:
                 "acceptance": float(self.predicted["acceptance_rate"]),
                 "predicted_speedup": float(self.predicted["speedup"]),
                 "draft_step_cost": float(self.predicted["draft_cost"]),
+                "draft_memory_bytes": int(self.predicted.get("extra_bytes", 0)),
                 "hardware": _hardware(),
             }
         return fields_
@@ -152,6 +168,8 @@ class ProfileResult:
         text = f"{self.scores.method} scores, {self.granularity} granularity, skip ratio {self.skip_ratio:.2f}: " + (
             ", ".join(parts) or "nothing skipped"
         )
+        if self.plan.is_quantized:
+            text += f"; {self.plan.describe()}"
         if self.predicted:
             text += (
                 f"; predicted {self.predicted['speedup']:.2f}x drafting {self.num_assistant_tokens} token(s) a round "
@@ -177,6 +195,7 @@ def profile(
     skip_ratio: float | str = "auto",
     num_skip: int | None = None,
     granularity: str = DEFAULT_GRANULARITY,
+    draft_memory: float | int | str = DEFAULT_DRAFT_MEMORY,
     protect_first: int = 1,
     protect_last: int = 0,
     num_sequences: int | None = None,
@@ -184,7 +203,7 @@ def profile(
     seed: int = 0,
     auto_ratios: Sequence[float] = AUTO_RATIOS,
     auto_prompts: int = 6,
-    auto_new_tokens: int = 48,
+    auto_new_tokens: int = 40,
     on_no_speedup: str = "warn",
     progress: bool = True,
     **score_kwargs: Any,
@@ -201,6 +220,14 @@ def profile(
             `select_skips`), or ``"auto"``: try `auto_ratios` and keep the one with the best predicted speedup.
         num_skip (`int`, *optional*): number of layers / branches to skip instead of a ratio.
         granularity (`str`, *optional*, defaults to ``"layer"``): ``"layer"`` or ``"sublayer"``.
+        draft_memory (`float`, `int` or `str`, *optional*, defaults to 0.5): the most memory the draft may hold of
+            its own, for ``"auto"``: a fraction of the target's weight bytes (0.5: half of them), a number of
+            bytes, or a size such as ``"800MB"``. With room for quantized copies (and kernels for them on the
+            model's device), ``"auto"`` compares plans that quantize every kept branch (int8, int4, int4 with the
+            branches FIT finds most sensitive kept int8) and keeps the fastest predicted; with 0, it only skips
+            layers and the draft holds nothing of its own. Why half: an int8 copy of a bf16 model takes 43-50%
+            of its bytes (the head included), int4 24-35% (`benchmarks/results/draft-plans/`); a separate draft
+            model a third the size of its target takes 33%.
         protect_first (`int`, *optional*, defaults to 1), protect_last (`int`, *optional*, defaults to 0):
             layers never skipped at the start and the end.
         num_sequences (`int`, *optional*), sequence_length (`int`, *optional*): calibration size
@@ -208,7 +235,7 @@ def profile(
         seed (`int`, *optional*, defaults to 0): seed of calibration sampling and scoring.
         auto_ratios (`list[float]`, *optional*): candidate ratios for ``"auto"``.
         auto_prompts (`int`, *optional*, defaults to 6): prompts on which ``"auto"`` replays acceptance.
-        auto_new_tokens (`int`, *optional*, defaults to 48): greedy tokens generated per prompt for it.
+        auto_new_tokens (`int`, *optional*, defaults to 40): greedy tokens generated per prompt for it.
         on_no_speedup (`str`, *optional*, defaults to ``"warn"``): what ``"auto"`` does when no candidate is
             predicted faster than plain decoding: ``"warn"`` issues a `NoSpeedupWarning` and returns the
             smallest draft tried (the fewest skips: the most accurate, the least at risk); ``"raise"``
@@ -225,6 +252,13 @@ def profile(
         raise ValueError(f"skip_ratio must be a number in [0, 1) or 'auto', got {skip_ratio!r}")
     if num_skip is not None:
         skip_ratio = None  # type: ignore[assignment]
+    budget = memory_budget(model, draft_memory)
+    if skip_ratio == "auto" and budget > 0 and weight_only_formats(model.get_input_embeddings().weight.device.type):
+        return _profile_quantized(
+            model, calibration, tokenizer=tokenizer, budget=budget, num_sequences=num_sequences,
+            sequence_length=sequence_length, seed=seed, auto_prompts=auto_prompts, auto_new_tokens=auto_new_tokens,
+            on_no_speedup=on_no_speedup, progress=progress, **score_kwargs,
+        )
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     cal_kwargs: dict[str, Any] = {"tokenizer": tokenizer, "seed": seed}
@@ -275,39 +309,115 @@ def _auto(
     ratios = sorted({float(r) for r in ratios})
     if not ratios:
         raise ValueError("auto_ratios is empty: give at least one candidate skip ratio")
-    if data.provenance.get("temperature") == 0.0 and any(data.prompt_lengths):
-        # the calibration text is the target's own greedy output: replay on it, no generation needed
-        trajectories = trajectories_from_calibration(model, data, num_prompts)
-    else:
-        trajectories = target_trajectories(model, _acceptance_prompts(data, num_prompts), new_tokens)
+    trajectories = _trajectories(model, data, num_prompts, new_tokens)
     skips, seen = [], set()
     for r in ratios:
         skip = select_skips(scores, skip_ratio=r, **common)
-        if (skip.attention, skip.mlp) in seen or not skip.attention and not skip.mlp:
+        if (skip.attention, skip.mlp) in seen or skip.is_empty:
             continue
         seen.add((skip.attention, skip.mlp))
-        skips.append((r, skip))
+        skips.append((f"skip ratio {r:.2f}", DraftPlan(skip), {"skip_ratio": r}))
     if not skips:
         raise ValueError(f"none of the auto ratios {ratios} skips anything on a {scores.num_layers}-layer model")
-    drafts = [build_draft(model, s) for _, s in skips]
-    draft_costs, target = measure_step_costs(model, drafts)
+    # Predicted speedup rises with the ratio while the cheaper draft still agrees, then falls: stop once it
+    # has fallen twice in a row (larger drafts are also the slowest to replay).
+    chosen, candidates, target = _choose(model, skips, trajectories, on_no_speedup, progress, stop_after_falls=2)
+    return _result(chosen, candidates, target, trajectories, scores, common["granularity"], provenance, timings)
+
+
+def _profile_quantized(
+    model, calibration, *, tokenizer, budget, num_sequences, sequence_length, seed, auto_prompts, auto_new_tokens,
+    on_no_speedup, progress, **score_kwargs,
+) -> ProfileResult:
+    """"auto" with room for quantized copies: FIT int4 sensitivities, candidate plans, replay and costs."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        if calibration is None:
+            # the model's own greedy text after a short sampled opening: the calibration for FIT and, as it
+            # is, the trajectories of the replay (written once, used twice)
+            data = build_calibration(
+                model, None, tokenizer=tokenizer, num_sequences=num_sequences or auto_prompts,
+                sequence_length=sequence_length or auto_new_tokens, temperature=0.0, sampled_tokens=8, seed=seed,
+            )
+        else:
+            data = build_calibration(
+                model, calibration, tokenizer=tokenizer, seed=seed,
+                **{k: v for k, v in (("num_sequences", num_sequences), ("sequence_length", sequence_length)) if v},
+            )
+    timings["calibration"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    scores = score_layers(model, data, "fit_quant", seed=seed, progress=progress, **score_kwargs)
+    timings["scoring"] = time.perf_counter() - t1
+    provenance = dict(data.provenance)
+    provenance["dtype"] = str(model.get_input_embeddings().weight.dtype).removeprefix("torch.")
+    provenance["seconds"] = round(timings["calibration"] + timings["scoring"], 3)
+    t2 = time.perf_counter()
+    plans = quantized_plans(model, scores, budget)
+    if not plans:
+        raise ValueError(
+            f"no quantized draft fits in draft_memory of {budget / 2**20:.0f} MiB (an int4 copy of this model's "
+            f"layers needs more): raise draft_memory, or pass draft_memory=0 for a draft that only skips layers"
+        )
+    trajectories = _trajectories(model, data, auto_prompts, auto_new_tokens)
+    copies: dict = {}
+    chosen, candidates, target = _choose(
+        model, [(name, plan, {"skip_ratio": 0.0}) for name, plan in plans], trajectories, on_no_speedup, progress,
+        copies=copies,
+    )
+    timings["selection"] = time.perf_counter() - t2
+    result = _result(chosen, candidates, target, trajectories, scores, "layer", provenance, timings)
+    result.quantized_copies = copies
+    result.timings["total"] = time.perf_counter() - t0
+    if progress:
+        _report(result.summary())
+    return result
+
+
+def memory_budget(model: PreTrainedModel, draft_memory: float | int | str) -> int:
+    """`draft_memory` in bytes: a fraction of the target's weight bytes, a number of bytes, or a size ("800MB")."""
+    if isinstance(draft_memory, str):
+        match = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]i?B|B)?\s*", draft_memory, flags=re.IGNORECASE)
+        if match is None:
+            raise ValueError(f"draft_memory must be a fraction, a number of bytes or a size like '800MB', got {draft_memory!r}")
+        unit = (match.group(2) or "B").upper()
+        base = 1024 if "I" in unit else 1000
+        return int(float(match.group(1)) * base ** "BKMGT".index(unit[0]))
+    if isinstance(draft_memory, bool) or not isinstance(draft_memory, (int, float)) or draft_memory < 0:
+        raise ValueError(f"draft_memory must be 0 or more, got {draft_memory!r}")
+    if isinstance(draft_memory, float) and draft_memory <= 1:
+        return int(draft_memory * sum(p.numel() * p.element_size() for p in model.parameters()))
+    return int(draft_memory)
+
+
+def _trajectories(model, data: CalibrationData, num_prompts: int, new_tokens: int):
+    if data.provenance.get("temperature") == 0.0 and any(data.prompt_lengths):
+        # the calibration text is the target's own greedy output: replay on it, no generation needed
+        return trajectories_from_calibration(model, data, num_prompts)
+    return target_trajectories(model, _acceptance_prompts(data, num_prompts), new_tokens)
+
+
+def _choose(model, plans, trajectories, on_no_speedup, progress, *, stop_after_falls=None, copies=None):
+    """Measure every candidate plan's step cost (interleaved) and replayed acceptance; the best predicted one."""
+    drafts = [build_draft(model, plan, copies=copies) for _, plan, _ in plans]
+    draft_costs, target = measure_step_costs(model, drafts, repeats=5)
     candidates: list[dict[str, Any]] = []
-    with tqdm(total=len(skips), desc="auto: replaying drafts", disable=not progress, leave=False) as bar:
-        for (r, skip), draft, cost in zip(skips, drafts, draft_costs):
-            samples = replay_rounds(draft, trajectories)
-            best = predict_speedup(samples, cost, target, thresholds=(0.0, 0.4))
+    with tqdm(total=len(plans), desc="auto: replaying drafts", disable=not progress, leave=False) as bar:
+        for (name, plan, info), draft, cost in zip(plans, drafts, draft_costs):
+            best = predict_speedup(replay_rounds(draft, trajectories), cost, target, thresholds=(0.0, 0.4))
             best.pop("table")
-            candidates.append({"skip_ratio": r, "skip": skip, "draft_cost": cost, **best})
+            candidates.append({"name": name, "plan": plan, **info, "draft_cost": cost, "extra_bytes": draft.extra_bytes, **best})
             bar.update(1)
-            # Predicted speedup rises with the ratio while the cheaper draft still agrees, then falls: stop
-            # once it has fallen twice in a row (larger drafts are also the slowest to replay).
-            if len(candidates) >= 3 and candidates[-1]["speedup"] < candidates[-2]["speedup"] < candidates[-3]["speedup"]:
+            falls = stop_after_falls
+            if falls and len(candidates) > falls and all(
+                candidates[-k]["speedup"] < candidates[-k - 1]["speedup"] for k in range(1, falls + 1)
+            ):
                 break
     chosen = max(candidates, key=lambda c: c["speedup"])
     if chosen["speedup"] <= 1.0:
         table = "; ".join(
-            f"ratio {c['skip_ratio']:.2f}: {c['speedup']:.2f}x ({c['acceptance_rate']:.0%} accepted, step cost "
-            f"{c['draft_cost']:.2f})" for c in candidates
+            f"{c['name']}: {c['speedup']:.2f}x ({c['acceptance_rate']:.0%} accepted, step cost {c['draft_cost']:.2f})"
+            for c in candidates
         )
         message = (
             f"no candidate draft is predicted faster than plain decoding on this machine ({table}): a draft step "
@@ -317,19 +427,24 @@ def _auto(
             raise ValueError(message + "; pass skip_ratio=<float> to build a draft anyway")
         chosen = candidates[0]
         warnings.warn(
-            message + f"; returning the smallest draft tried (skip ratio {chosen['skip_ratio']:.2f}). Pass "
-            "on_no_speedup='raise' to make this an error.",
+            message + f"; returning the first candidate ({chosen['name']}). Pass on_no_speedup='raise' to make this "
+            "an error.",
             NoSpeedupWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-    predicted = {k: v for k, v in chosen.items() if k != "skip"}
+    return chosen, candidates, target
+
+
+def _result(chosen, candidates, target, trajectories, scores, granularity, provenance, timings) -> ProfileResult:
+    predicted = {k: v for k, v in chosen.items() if k != "plan"}
     predicted["target_step_seconds"] = target.target_seconds
     predicted["verify_cost"] = {str(k): v for k, v in target.verify.items()}
     predicted["replayed_tokens"] = trajectories.num_new_tokens
+    plan = chosen["plan"]
     return ProfileResult(
-        chosen["skip"],
+        plan.skip,
         scores,
-        common["granularity"],
+        granularity,
         chosen["skip_ratio"],
         provenance,
         timings,
@@ -337,7 +452,11 @@ def _auto(
         assistant_confidence_threshold=float(chosen["threshold"]),
         num_assistant_tokens_schedule="constant",
         predicted=predicted,
-        candidates=[{k: v for k, v in c.items() if k != "skip"} | {"skip": c["skip"].to_lists()} for c in candidates],
+        candidates=[
+            {k: v for k, v in c.items() if k != "plan"} | {"skip": c["plan"].skip.to_lists(), "precision": c["plan"].to_dict()}
+            for c in candidates
+        ],
+        plan=plan,
     )
 
 

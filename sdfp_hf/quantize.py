@@ -33,6 +33,7 @@ __all__ = [
     "quantize_weight",
     "quantized_linear",
     "quantized_nbytes",
+    "rounding_error",
 ]
 
 COMPUTE_DTYPE = torch.bfloat16
@@ -50,6 +51,11 @@ def linear_weights(module: nn.Module) -> dict[str, nn.Module]:
         for name, child in module.named_modules()
         if name and (isinstance(child, nn.Linear) or (_transposed(child) and hasattr(child, "nf")))
     }
+
+
+def is_transposed(module: nn.Module) -> bool:
+    """Whether a linear module keeps its weight as (in, out) (transformers' `Conv1D`)."""
+    return _transposed(module)
 
 
 def _shape(module: nn.Module) -> tuple[int, int]:
@@ -127,6 +133,42 @@ class QuantizedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, format={self.format}"
 
 
+def _int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Round to nearest, one symmetric scale per row: (q int8, scale); ``weight ~ q * scale[:, None]``."""
+    w = weight.detach().float()  # a new tensor: the target's weight is only read
+    scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12).to(COMPUTE_DTYPE)
+    return torch.round(w / scale.float()[:, None]).clamp_(-127, 127).to(torch.int8).contiguous(), scale
+
+
+def _int4(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Round to nearest per group of columns: (q in 0..15, scale, zero); ``weight ~ (q - 8) * scale + zero``.
+
+    q has shape (rows, groups, group_size), scale and zero (rows, groups).
+    """
+    out_features, in_features = weight.shape
+    groups = weight.detach().float().reshape(out_features, in_features // group_size, group_size)
+    low, high = groups.amin(-1), groups.amax(-1)
+    # the scale and zero point are rounded to the kernel's dtype first, and q computed with them
+    scale = ((high - low) / 15.0).clamp(min=1e-6).to(COMPUTE_DTYPE)
+    zero = (low + 8.0 * scale.float()).to(COMPUTE_DTYPE)
+    q = torch.round((groups - zero.float()[..., None]) / scale.float()[..., None] + 8.0).clamp_(0, 15)
+    return q, scale, zero
+
+
+def rounding_error(weight: torch.Tensor, fmt: str, group_size: int) -> torch.Tensor:
+    """What quantizing `weight` (out, in) to `fmt` changes in it, as float32 (zeros if it would stay shared)."""
+    size = group_for(*weight.shape, fmt, group_size, weight.device.type)
+    if size is None:
+        return torch.zeros_like(weight, dtype=torch.float32)
+    if fmt == "int8":
+        q, scale = _int8(weight)
+        approx = q.float() * scale.float()[:, None]
+    else:
+        q, scale, zero = _int4(weight, size)
+        approx = ((q - 8.0) * scale.float()[..., None] + zero.float()[..., None]).reshape(weight.shape)
+    return approx - weight.detach().float()
+
+
 class Int8Linear(QuantizedLinear):
     """int8 weights, one symmetric scale per output row (round to nearest)."""
 
@@ -134,9 +176,7 @@ class Int8Linear(QuantizedLinear):
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
         super().__init__(weight.shape[0], weight.shape[1], bias)
-        w = weight.detach().float()  # a new tensor: the target's weight is only read
-        scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12).to(COMPUTE_DTYPE)
-        q = torch.round(w / scale.float()[:, None]).clamp_(-127, 127).to(torch.int8).contiguous()
+        q, scale = _int8(weight)
         self.register_buffer("qweight", q)
         self.register_buffer("scale", scale)
 
@@ -153,12 +193,7 @@ class Int4Linear(QuantizedLinear):
         out_features, in_features = weight.shape
         super().__init__(out_features, in_features, bias)
         self.group_size = group_size
-        groups = weight.detach().float().reshape(out_features, in_features // group_size, group_size)
-        low, high = groups.amin(-1), groups.amax(-1)
-        # the scale and zero point are rounded to the kernel's dtype first, and q computed with them
-        scale = ((high - low) / 15.0).clamp(min=1e-6).to(COMPUTE_DTYPE)
-        zero = (low + 8.0 * scale.float()).to(COMPUTE_DTYPE)
-        q = torch.round((groups - zero.float()[..., None]) / scale.float()[..., None] + 8.0).clamp_(0, 15)
+        q, scale, zero = _int4(weight, group_size)
         self.register_buffer("qweight", int4_pack(q.reshape(out_features, in_features).to(torch.int32)))
         # (in_features / group_size, out_features, 2): the kernel's layout of (scale, zero) pairs
         self.register_buffer("scales_and_zeros", torch.stack([scale, zero], -1).transpose(0, 1).contiguous())
@@ -183,18 +218,27 @@ def quantized_linear(module: nn.Module, fmt: str, group_size: int) -> QuantizedL
     return quantize_weight(weight.t() if _transposed(module) else weight, getattr(module, "bias", None), fmt, group_size)
 
 
-def quantize_linears(module: nn.Module, fmt: str, group_size: int, copy_module: Any) -> int:
+def quantize_linears(
+    module: nn.Module, fmt: str, group_size: int, copy_module: Any, copies: dict | None = None
+) -> int:
     """Replace, inside `module` (the draft's own copy of a branch), every linear layer by a quantized copy.
 
     Modules between `module` and each linear are replaced by copies first (`copy_module`, a function
-    returning a new module object that shares parameters), so no module of the target is changed.
+    returning a new module object that shares parameters), so no module of the target is changed. With
+    `copies` (a dict kept by the caller), a linear quantized once is reused by later drafts of the target.
 
     Returns:
         `int`: the bytes the quantized copies hold.
     """
     held = 0
     for name, linear in linear_weights(module).items():
-        quantized = quantized_linear(linear, fmt, group_size)
+        key = (id(linear.weight), fmt, group_size)
+        if copies is not None and key in copies:
+            quantized = copies[key]
+        else:
+            quantized = quantized_linear(linear, fmt, group_size)
+            if copies is not None:
+                copies[key] = quantized
         if quantized is None:
             continue
         *path, leaf = name.split(".")

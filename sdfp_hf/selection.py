@@ -8,7 +8,12 @@
   parameter bytes the draft does not read (an MLP holds most of a layer's bytes, an attention block few of
   them), and branches are taken in order of score per byte saved while they fit in that budget.
 
-Choosing among several candidate skip sets by predicted speedup is the profiler's job (`sdfp_hf.profiler`).
+- `plan_nbytes(model, plan)`: the bytes a draft's quantized copies hold (what `draft.extra_bytes` says).
+- `quantized_plans(model, scores, budget)`: candidate plans that quantize every kept branch, int8 or int4,
+  or int4 with the branches that FIT says lose most to int4 (``"fit_quant"`` scores) kept int8, each
+  within a memory budget.
+
+Choosing among candidate plans by predicted speedup is the profiler's job (`sdfp_hf.profiler`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import torch
 
 from ._deprecated import moved
 from .architectures import get_architecture
+from .plan import QUANTIZED, DraftPlan
+from .quantize import nbytes_of, quantized_nbytes
 from .skipset import GRANULARITIES, SkipSet
 
 if TYPE_CHECKING:
@@ -28,9 +35,19 @@ if TYPE_CHECKING:
 
     from .fit import LayerScores
 
-__all__ = ["DEFAULT_GRANULARITY", "GRANULARITIES", "branch_costs", "select_skips"]
+__all__ = [
+    "DEFAULT_GRANULARITY",
+    "GRANULARITIES",
+    "MIXED_SHARES",
+    "branch_costs",
+    "plan_nbytes",
+    "quantized_plans",
+    "select_skips",
+]
 
 DEFAULT_GRANULARITY = "layer"
+MIXED_SHARES = (0.2, 0.5)
+"""Shares of the decoder's bytes kept int8 in the mixed int4 / int8 candidates, most FIT-sensitive first."""
 
 
 def branch_costs(model: PreTrainedModel) -> tuple[list[float], list[float]]:
@@ -199,6 +216,85 @@ def _greedy_quadratic(
         spent += cost[best]
         cross += M[:, best]
     return sorted(chosen)
+
+
+def plan_nbytes(model: PreTrainedModel, plan: DraftPlan, draft_vocab: list[int] | None = None) -> int:
+    """The bytes a draft of `model` with `plan` holds of its own (what `draft.extra_bytes` will say)."""
+    spec = get_architecture(model)
+    total = 0
+    for i, layer in enumerate(spec.decoder_layers(model)):
+        for kind in ("attention", "mlp"):
+            precision = plan.precision(i, kind)
+            if precision in QUANTIZED:
+                total += quantized_nbytes(spec.branch(layer, kind), precision, plan.group_size)
+    head = model.get_output_embeddings()
+    rows, columns = head.weight.shape
+    rows = rows if draft_vocab is None else len(draft_vocab)
+    has_bias = getattr(head, "bias", None) is not None
+    quantized = nbytes_of(rows, columns, has_bias, plan.head, plan.group_size, head.weight.device.type) if plan.head in QUANTIZED else 0
+    if quantized:
+        total += quantized
+    elif draft_vocab is not None:
+        total += (rows * columns + (rows if has_bias else 0)) * head.weight.element_size()
+    return total
+
+
+def quantized_plans(
+    model: PreTrainedModel,
+    scores: LayerScores | None,
+    budget: int,
+    *,
+    skip: SkipSet | None = None,
+    shares: Sequence[float] = MIXED_SHARES,
+    group_size: int = 64,
+) -> list[tuple[str, DraftPlan]]:
+    """Candidate plans that quantize every kept branch (and the head, int8), within `budget` bytes.
+
+    Uniform int4; with ``"fit_quant"`` `scores`, int4 with the branches that lose most to int4 per byte kept
+    int8, covering each of `shares` of the decoder's bytes (the FIT of mixed-precision quantization);
+    without them, uniform int8. Plans over the budget and duplicates are left out; the list runs from the
+    most memory to the least.
+
+    Args:
+        model (`PreTrainedModel`): the target.
+        scores (`LayerScores`, *optional*): int4 sensitivities per branch (``"fit_quant"``).
+        budget (`int`): the most bytes a draft may hold of its own.
+        skip (`SkipSet`, *optional*): branches skipped in every candidate.
+
+    Returns:
+        `list[tuple[str, DraftPlan]]`: a short name and the plan.
+    """
+    spec = get_architecture(model)
+    layers = spec.decoder_layers(model)
+    n = len(layers)
+    skip = skip or SkipSet(n)
+    lists = skip.to_lists()
+    candidates = [("int4", DraftPlan.from_lists(n, **lists, quantize="int4", head="int8", group_size=group_size))]
+    if scores is None or scores.method != "fit_quant":  # without sensitivities, uniform int8 is the other end
+        candidates.append(("int8", DraftPlan.from_lists(n, **lists, quantize="int8", group_size=group_size)))
+    if scores is not None and scores.method == "fit_quant":
+        branches = [(i, kind) for i in range(n) for kind in ("attention", "mlp")]
+        size = {b: float(sum(p.numel() for p in spec.branch(layers[b[0]], b[1]).parameters())) for b in branches}
+        score = {(i, "attention"): scores.attention[i] for i in range(n)} | {(i, "mlp"): scores.mlp[i] for i in range(n)}
+        ranked = sorted(branches, key=lambda b: score[b] / max(size[b], 1.0), reverse=True)
+        total = sum(size.values())
+        for share in shares:
+            kept, covered = set(), 0.0
+            for b in ranked:
+                if covered >= share * total:
+                    break
+                kept.add(b)
+                covered += size[b]
+            precisions = {kind: ["int8" if (i, kind) in kept else "int4" for i in range(n)] for kind in ("attention", "mlp")}
+            plan = DraftPlan.from_lists(n, **lists, **precisions, head="int8", group_size=group_size)
+            candidates.append((f"int4+int8:{share:g}", plan))
+    out, seen = [], set()
+    for name, plan in sorted(candidates, key=lambda c: -plan_nbytes(model, c[1])):
+        if plan in seen or plan_nbytes(model, plan) > budget:
+            continue
+        seen.add(plan)
+        out.append((name, plan))
+    return out
 
 
 # Names that lived here before 0.2, importable from here for one more release.

@@ -152,7 +152,7 @@ def test_newer_major_format_asks_to_upgrade() -> None:
     data["format_version"] = FORMAT_VERSION + 1
     data["renamed_in_v2"] = True
     del data["skip_layers"]  # a newer major version may rename required keys: the version error comes first
-    with pytest.raises(SDFPConfigError, match=r"format_version 2.*upgrade sdfp-hf"):
+    with pytest.raises(SDFPConfigError, match=rf"format_version {FORMAT_VERSION + 1}.*upgrade sdfp-hf"):
         SDFPConfig.from_dict(data)
     with pytest.raises(SDFPConfigError, match="upgrade"):
         make_mask(format_version=FORMAT_VERSION + 1)

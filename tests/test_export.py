@@ -192,7 +192,19 @@ def test_a_reduced_draft_vocabulary_is_not_exported(tmp_path: Path) -> None:
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert loaded.get_output_embeddings().weight.shape[0] == 96
     with torch.no_grad():
-        torch.testing.assert_close(loaded(prompt(8)).logits, draft(prompt(8)).logits, rtol=0, atol=1e-6)
+        kept = draft(prompt(8)).logits[..., :40]  # the draft scores its 40 ids only (the others are -inf)
+        torch.testing.assert_close(loaded(prompt(8)).logits[..., :40], kept, rtol=0, atol=1e-6)
+
+
+def test_quantized_branches_are_exported_at_the_targets_precision_with_a_warning(tmp_path: Path) -> None:
+    model = tiny_model("llama")
+    draft = SDFPAssistant.from_target(model, skip_layers=[1], quantize="int8")
+    with pytest.warns(UserWarning, match="exported at the target's precision"):
+        save_standalone(draft, tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    shared = SDFPAssistant.from_target(model, skip_layers=[1])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(prompt(8)).logits, shared(prompt(8)).logits, rtol=0, atol=1e-6)
 
 
 def test_refuses_what_is_not_a_draft(tmp_path: Path) -> None:
