@@ -29,6 +29,7 @@ __all__ = [
     "OverwriteError",
     "UnsafePathError",
     "check_destination",
+    "expand",
     "expand_path",
     "move_into",
     "staged_files",
@@ -38,7 +39,15 @@ __all__ = [
 
 
 class OverwriteError(FileExistsError):
-    """Raised when a write would replace an existing file and `overwrite=True` was not given."""
+    """Raised when a write would replace an existing file and `overwrite=True` was not given.
+
+    Attributes:
+        path (`Path`): the file (or folder) that is kept.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike[str]):
+        super().__init__(message)
+        self.path = Path(path)
 
 
 class UnsafePathError(OSError):
@@ -57,16 +66,23 @@ _FILE_MODE = 0o666 & ~_UMASK
 _FOLDER_MODE = 0o777 & ~_UMASK
 
 
-def expand_path(path: str | os.PathLike[str]) -> Path:
+def expand(path: str | os.PathLike[str]) -> str:
     """A user's path with environment variables (`$HOME`, `${VAR}`) and `~` expanded, as every entry point does.
+
+    The text is otherwise kept as written (`./user/name` stays a path, never becomes the Hub id `user/name`).
 
     Args:
         path (`str` or `os.PathLike`): the path as given.
 
     Returns:
-        `Path`: the expanded path (not resolved: relative paths stay relative).
+        `str`: the expanded path (not resolved: relative paths stay relative).
     """
-    return Path(os.path.expanduser(os.path.expandvars(os.fspath(path))))
+    return os.path.expanduser(os.path.expandvars(os.fspath(path)))
+
+
+def expand_path(path: str | os.PathLike[str]) -> Path:
+    """[`expand`], as a `Path`."""
+    return Path(expand(path))
 
 
 def check_destination(path: str | os.PathLike[str], *, overwrite: bool, hint: str = "pass `overwrite=True`") -> None:
@@ -95,7 +111,7 @@ def check_destination(path: str | os.PathLike[str], *, overwrite: bool, hint: st
     if path.is_dir():
         raise IsADirectoryError(f"cannot write `{path}`: it is a folder; remove it or choose another name")
     if path.exists() and not overwrite:
-        raise OverwriteError(f"`{path}` already exists and is kept: {hint} to replace it, or choose another folder")
+        raise OverwriteError(f"`{path}` already exists and is kept: {hint} to replace it, or choose another folder", path)
 
 
 def write_atomic(
@@ -150,7 +166,7 @@ def _place(source: Path, destination: Path, *, overwrite: bool, hint: str) -> No
         os.link(source, destination)  # fails if `destination` exists: no window between check and write
     except FileExistsError:
         raise OverwriteError(
-            f"`{destination}` already exists and is kept: {hint} to replace it, or choose another folder"
+            f"`{destination}` already exists and is kept: {hint} to replace it, or choose another folder", destination
         ) from None
     except OSError:  # a file system without hard links: the check just made is the best there is
         os.replace(source, destination)
@@ -208,7 +224,7 @@ def move_into(
         overwrite (`bool`, *optional*, defaults to `False`): replace existing files.
         hint (`str`, *optional*): how the caller asks for an overwrite, for the error message.
         keep (`Iterable[str]`, *optional*): relative paths not to move when `destination` already has
-            them (e.g. a `README.md` that is never replaced); they are left out whatever `overwrite` says.
+            them, even as a link (e.g. a `README.md`, never replaced); left out whatever `overwrite` says.
 
     Returns:
         `list[Path]`: the files written, in `destination`.
@@ -228,7 +244,7 @@ def move_into(
             return [destination / name for name in files]
     if not destination.is_dir():
         raise NotADirectoryError(f"cannot write into `{destination}`: it is a file, not a folder")
-    moving = [name for name in files if not (str(name) in keep and (destination / name).exists())]
+    moving = [name for name in files if not (str(name) in keep and _present(destination / name))]
     for name in moving:
         check_destination(destination / name, overwrite=overwrite, hint=hint)
     _sync_files(staged, moving)
@@ -237,6 +253,10 @@ def move_into(
         _place(staged / name, destination / name, overwrite=overwrite, hint=hint)
     _sync_folder(destination)
     return [destination / name for name in moving]
+
+
+def _present(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
 
 
 def _sync_files(folder: Path, names: Iterable[Path]) -> None:

@@ -150,3 +150,9 @@ def test_moving_into_an_existing_folder_checks_every_file_first(tmp_path: Path) 
     assert (destination / "README.md").read_text() == "# my card"  # kept, even with overwrite
     assert (destination / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_expanding_keeps_the_text_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/someone")
+    assert _files.expand("./alice/mask") == "./alice/mask"  # a path, never the Hub id alice/mask
+    assert _files.expand("~/alice/mask/") == "/home/someone/alice/mask/"
