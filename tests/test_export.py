@@ -336,7 +336,6 @@ def test_the_export_folder_expands_home(tmp_path: Path, small_draft, monkeypatch
 def test_real_gguf_model_exports_and_matches(tmp_path: Path) -> None:
     """SmolLM2-135M loaded straight from its GGUF (flagged as quantized), with tied embeddings."""
     from benchmarks.catalogue import gguf_file
-
     from sdfp_hf.models import load_model
 
     model, tokenizer = load_model(
