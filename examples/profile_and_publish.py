@@ -8,7 +8,6 @@ folder and says so. Others then load it with `SDFPAssistant.from_pretrained(mode
 """
 
 import argparse
-from pathlib import Path
 
 from huggingface_hub import get_token
 
@@ -19,6 +18,7 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("--model", default="smollm2-135m")
 parser.add_argument("--skip-ratio", default="auto", help="a fraction of the layers, or 'auto'")
 parser.add_argument("--out", default="smollm2-135m-sdfp-mask")
+parser.add_argument("--overwrite", action="store_true", help="replace a mask already saved in --out")
 parser.add_argument(
     "--repo", default=None, help="Hub repository to publish to, e.g. my-user/smollm2-135m-sdfp"
 )
@@ -34,13 +34,12 @@ result = profile(
 mask = result.to_config(model)
 print(result.summary())
 
-plot = Path(args.out) / "sdfp_scores.png"
-plot.parent.mkdir(parents=True, exist_ok=True)
 try:
-    result.plot(str(plot))
+    plot = result.plot()  # the PNG's bytes
 except ImportError:  # matplotlib is optional: pip install 'sdfp-hf[plot]'
     plot = None
-mask.save_pretrained(args.out, plot=plot)
+# An earlier mask in --out is kept (an error says so) unless --overwrite.
+mask.save_pretrained(args.out, plot=plot, overwrite=args.overwrite)
 print(f"saved the mask to {args.out}/")
 
 if args.repo and get_token():

@@ -33,12 +33,14 @@ _EXPORTS = {
     "DraftStats": "stats",
     "DraftingOptions": "drafting.options",
     "NoSpeedupWarning": "profiler",
+    "OverwriteError": "_files",
     "ProfileResult": "profiler",
     "SDFPAssistant": "assistant",
     "SDFPConfig": "config",
     "SDFPConfigError": "config",
     "SDFPHubError": "hub",
     "SkipSet": "skipset",
+    "UnsafePathError": "_files",
     "UnsupportedModelError": "architectures",
     "load_model": "models",
     "profile": "profiler",
@@ -48,6 +50,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from ._files import OverwriteError, UnsafePathError
     from .architectures import UnsupportedModelError, supported_model_types
     from .assistant import SDFPAssistant
     from .config import CONFIG_NAME, SDFPConfig, SDFPConfigError

@@ -40,6 +40,7 @@ __all__ = [
     "check_transformers",
     "commit_hash",
     "eos_token_ids",
+    "generation_defaults",
     "int4_pack",
     "int4_weight_only_mm",
     "int8_weight_only_mm",
@@ -89,6 +90,14 @@ def _next(version: str) -> str:
 def eos_token_ids(generation_config: Any) -> Any:
     """The end-of-sequence token ids of a prepared generation config, as a tensor (or None)."""
     return getattr(generation_config, "_eos_token_tensor", None)
+
+
+def generation_defaults() -> dict[str, Any]:
+    """The values `generate` gives the options neither the model nor the caller set (empty if unknown)."""
+    from transformers import GenerationConfig
+
+    defaults = getattr(GenerationConfig, "_get_default_generation_params", None)
+    return dict(defaults()) if callable(defaults) else {}
 
 
 def max_length_of(candidate_generator: Any) -> int:

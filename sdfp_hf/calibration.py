@@ -25,10 +25,11 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from ._files import expand_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -511,7 +512,7 @@ def texts_from_file(path: str | os.PathLike[str], text_column: str = "text") -> 
         `ValueError`: the file is missing, holds no text, or a JSONL line is malformed (the message names
             the line).
     """
-    file = Path(os.path.expandvars(os.fspath(path))).expanduser()
+    file = expand_path(path)
     if not file.is_file():
         raise ValueError(f"calibration file `{path}` does not exist")
     text = file.read_text(encoding="utf-8")

@@ -29,6 +29,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
+from ._files import expand_path, write_atomic
 from ._version import __version__
 from .hub import PLOT_NAME, HubMixin, render_model_card
 from .plan import DraftPlan
@@ -226,6 +227,7 @@ class SDFPConfig(HubMixin):
     CONFIG_NAME: ClassVar[str] = CONFIG_NAME
     hub_file_name: ClassVar[str] = CONFIG_NAME
     hub_artifact: ClassVar[str] = "sdfp mask"
+    hub_max_file_bytes: ClassVar[int | None] = MAX_CONFIG_BYTES
 
     def __post_init__(self) -> None:
         if self.sdfp_version is None:
@@ -480,10 +482,18 @@ class SDFPConfig(HubMixin):
         self.validate()
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
-    def to_json_file(self, path: str | os.PathLike[str]) -> None:
-        """Write the config to a JSON file."""
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(self.to_json_string())
+    def to_json_file(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+        """Write the config to a JSON file, atomically (a temporary file renamed into place).
+
+        Args:
+            path (`str` or `os.PathLike`): the file (`~` and environment variables are expanded).
+            overwrite (`bool`, *optional*, defaults to `False`): replace an existing file.
+
+        Raises:
+            [`OverwriteError`]: the file exists and `overwrite` is `False`.
+            [`UnsafePathError`]: the file is a symbolic link.
+        """
+        write_atomic(expand_path(path), self.to_json_string(), overwrite=overwrite)
 
     @classmethod
     def from_dict(cls, data: Any) -> SDFPConfig:
@@ -549,7 +559,7 @@ class SDFPConfig(HubMixin):
         Raises:
             [`SDFPConfigError`]: if the file is not JSON or not a valid mask.
         """
-        with open(path, "rb") as f:
+        with open(expand_path(path), "rb") as f:
             text = f.read(MAX_CONFIG_BYTES + 1)
         try:
             return cls.from_json_string(text)

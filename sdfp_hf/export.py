@@ -14,6 +14,12 @@ What is written:
 - `generation_config.json` (the draft's, with its recommended draft length) and the tokenizer if given;
 - a short `README.md` naming the target the draft belongs to (only if the folder has none).
 
+Nothing the folder holds is lost by accident: a folder that already holds a checkpoint or a config
+(`CHECKPOINT_PATTERNS`: weights of any format, `config.json`, ...) is refused unless `overwrite=True`, and
+so is any file the export would replace. The checkpoint is written to a temporary folder next to the
+destination first and then moved in file by file with atomic renames (a new folder appears whole), so
+an export that fails half-way leaves the destination as it was.
+
 A standard decoder layer cannot leave out one of its two branches, so a layer of which the draft skips
 only the attention or only the MLP keeps that branch with its output projection set to zero: the branch
 then adds exactly nothing to the residual stream (see `ArchitectureSpec.branch_output_projection`), but
@@ -34,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ._files import OverwriteError, expand_path, move_into, staging_folder
 from .architectures import get_architecture
 from .draft import DraftModel
 from .hub import render_model_card
@@ -41,10 +48,53 @@ from .hub import render_model_card
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["SDFP_ONLY_CONFIG_ATTRIBUTES", "save_standalone", "standalone_config"]
+__all__ = [
+    "CHECKPOINT_PATTERNS",
+    "SDFP_ONLY_CONFIG_ATTRIBUTES",
+    "checkpoint_files",
+    "save_standalone",
+    "standalone_config",
+]
 
 #: Attributes the draft's in-memory config may carry that belong to no published architecture.
 SDFP_ONLY_CONFIG_ATTRIBUTES = ("kv_sharing_modes",)
+
+#: Files that make a folder a checkpoint: an export refuses such a folder unless `overwrite=True`.
+CHECKPOINT_PATTERNS = (
+    "*.safetensors",
+    "*.bin",
+    "*.pt",
+    "*.pth",
+    "*.ckpt",
+    "*.h5",
+    "*.msgpack",
+    "*.gguf",
+    "*.onnx",
+    "*.index.json",
+    "config.json",
+    "generation_config.json",
+    "adapter_config.json",
+)
+
+# Weights of an earlier checkpoint that an overwrite removes when the new export does not rewrite them:
+# left behind, a stale shard or index would be loaded with the new config (engines load every shard).
+_STALE_WEIGHTS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json")
+
+
+def checkpoint_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """The files of `directory` that belong to a checkpoint (`CHECKPOINT_PATTERNS`), sorted; none if it is absent.
+
+    Args:
+        directory (`str` or `os.PathLike`): the folder (`~` and environment variables are expanded).
+    """
+    folder = expand_path(directory)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        path
+        for path in folder.iterdir()
+        if (path.is_file() or path.is_symlink()) and any(path.match(pattern) for pattern in CHECKPOINT_PATTERNS)
+    )
 
 def standalone_config(draft: DraftModel) -> Any:
     """The transformers config of the standalone checkpoint of `draft`.
@@ -88,6 +138,7 @@ def save_standalone(
     tokenizer: PreTrainedTokenizerBase | None = None,
     max_shard_size: int | str = "5GB",
     readme: bool = True,
+    overwrite: bool = False,
 ) -> str:
     """Write `draft` as an ordinary transformers checkpoint that loads without sdfp-hf.
 
@@ -103,25 +154,42 @@ def save_standalone(
         draft ([`SDFPAssistant`]):
             The draft, e.g. from `SDFPAssistant.from_pretrained(model, mask)`.
         save_directory (`str` or `os.PathLike`):
-            The folder to write, created if needed.
+            The folder to write, created if needed (`~` and environment variables are expanded).
         tokenizer (`PreTrainedTokenizerBase`, *optional*):
             The target's tokenizer, saved next to the weights (engines load it from the draft folder).
         max_shard_size (`int` or `str`, *optional*, defaults to `"5GB"`):
             As in `PreTrainedModel.save_pretrained`.
         readme (`bool`, *optional*, defaults to `True`):
             Write a short `README.md` naming the target (never over an existing one).
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Write into a folder that already holds a checkpoint or config, replacing its files; the weight
+            files and indices of the old checkpoint that the new one does not rewrite are removed, so the
+            folder holds one checkpoint. Other files (notes, a README) are kept.
 
     Returns:
         `str`: the folder written.
+
+    Raises:
+        [`OverwriteError`]: the folder holds a checkpoint or config (`CHECKPOINT_PATTERNS`), or a file the
+            export writes, and `overwrite` is `False`; nothing is written.
+        [`UnsafePathError`]: a file the export writes is a symbolic link.
     """
     if not isinstance(draft, DraftModel):
         raise TypeError(
             f"save_standalone expects an sdfp-hf draft (`SDFPAssistant.from_target(model, ...)`), got "
             f"{type(draft).__name__}: a plain model is saved with `model.save_pretrained`"
         )
-    directory = Path(save_directory)
+    directory = expand_path(save_directory)
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"cannot export the draft to `{directory}`: it is a file, not a folder")
+    existing = checkpoint_files(directory)
+    if existing and not overwrite:
+        names = ", ".join(path.name for path in existing[:4]) + (", ..." if len(existing) > 4 else "")
+        raise OverwriteError(
+            f"`{directory}` already holds a checkpoint or config ({names}) and is kept: pass `overwrite=True` to "
+            "replace it, or choose an empty folder",
+            directory,
+        )
     if draft.sdfp_config.draft_vocab is not None:
         warnings.warn(
             f"the draft scores a reduced vocabulary ({len(draft.sdfp_config.draft_vocab)} token ids, `draft_vocab`), "
@@ -140,12 +208,18 @@ def save_standalone(
             stacklevel=2,
         )
     standalone = _standalone_model(draft)
-    directory.mkdir(parents=True, exist_ok=True)
-    standalone.save_pretrained(directory, max_shard_size=max_shard_size)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(directory)
-    if readme and not (directory / "README.md").exists():
-        (directory / "README.md").write_text(_readme(draft), encoding="utf-8")
+    with staging_folder(directory) as staged:
+        standalone.save_pretrained(staged, max_shard_size=max_shard_size)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staged)
+        if readme:
+            (staged / "README.md").write_text(_readme(draft), encoding="utf-8")
+        written = move_into(staged, directory, overwrite=overwrite, keep=["README.md"])
+    if overwrite:
+        new = {path.name for path in written}
+        for path in existing:
+            if path.name not in new and not path.is_symlink() and any(path.match(p) for p in _STALE_WEIGHTS):
+                path.unlink()
     return str(directory)
 
 

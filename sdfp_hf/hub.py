@@ -11,9 +11,14 @@ class that uses it: a subclass names its file (`hub_file_name`) and provides thr
 - `push_to_hub` publishes it in ONE commit and returns its URL; a README is only written to a
   repository that has none.
 
-Reading only parses the subclass's file: nothing is unpickled, imported or executed. Every failure of
-the Hub (repository or file not found, refused or missing token, no connection, offline without a
-cached copy) is raised as an [`SDFPHubError`] that says what happened and what to do.
+Reading only parses the subclass's file: nothing is unpickled, imported or executed, and a file larger
+than the subclass allows (`hub_max_file_bytes`) is refused from the size the Hub's metadata reports,
+before its body is downloaded. Every failure of the Hub (repository or file not found, refused or
+missing token, gated, server errors, no connection, a download cut short, offline without a cached
+copy) is raised as an [`SDFPHubError`] that says what happened and what to do.
+
+Writing a folder goes through `sdfp_hf._files`: every file is written atomically, an existing one is
+kept unless `overwrite=True`, and no file is written through a symbolic link.
 
 `render_model_card` renders a model card from a template in `hub_cards/` with the Hub's YAML metadata; it is
 the one card renderer of the package (masks and exported drafts).
@@ -21,6 +26,7 @@ the one card renderer of the package (masks and exported drafts).
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from pathlib import Path
@@ -33,8 +39,10 @@ from huggingface_hub import (
     ModelCard,
     ModelCardData,
     constants,
+    get_hf_file_metadata,
     get_token,
     hf_hub_download,
+    hf_hub_url,
 )
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -48,12 +56,13 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
+from ._files import check_destination, expand_path, write_atomic
 from ._version import __version__
 
 try:  # huggingface_hub >= 2 speaks HTTP through httpx2, 1.x through httpx
-    from httpx2 import TransportError
+    from httpx2 import RemoteProtocolError, TransportError
 except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
-    from httpx import TransportError
+    from httpx import RemoteProtocolError, TransportError
 
 __all__ = ["CARD_TAGS", "PLOT_NAME", "HubMixin", "SDFPHubError", "is_repo_id", "render_model_card"]
 
@@ -75,12 +84,16 @@ class SDFPHubError(OSError):
 class HubMixin:
     """Folder and Hub I/O for a class whose instances are one JSON-like file.
 
-    Subclasses set `hub_file_name` (and optionally `hub_artifact`, the noun used in messages) and
-    implement `_to_hub_text`, `_from_hub_file` and `_hub_card`.
+    Subclasses set `hub_file_name` (and optionally `hub_artifact`, the noun used in messages, and
+    `hub_max_file_bytes`, the size no real file of theirs reaches) and implement `_to_hub_text`,
+    `_from_hub_file` and `_hub_card`.
     """
 
     hub_file_name: ClassVar[str]
     hub_artifact: ClassVar[str] = "artifact"
+    hub_max_file_bytes: ClassVar[int | None] = None
+    """The largest file `from_pretrained` downloads from the Hub (None: no limit). A larger one is refused
+    from its size in the Hub's metadata, before its body is read."""
     _classes: ClassVar[dict[str, type[HubMixin]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -111,33 +124,51 @@ class HubMixin:
         *,
         card: bool = True,
         plot: str | os.PathLike[str] | bytes | None = None,
+        overwrite: bool = False,
     ) -> str:
         """Write the artifact to a folder, with a model card and optionally the score plot.
 
+        Each file is written atomically (a temporary file in the folder, renamed into place), so an
+        interrupted save leaves the folder as it was. Nothing is replaced unless `overwrite=True`, and
+        nothing is ever written through a symbolic link.
+
         Args:
             save_directory (`str` or `os.PathLike`):
-                The folder, created if needed.
+                The folder, created if needed (`~` and environment variables are expanded).
             card (`bool`, *optional*, defaults to `True`):
                 Whether to write a `README.md` model card. An existing `README.md` is never overwritten.
             plot (`str`, `os.PathLike` or `bytes`, *optional*):
                 A PNG of the per-layer scores (a path or the bytes), copied as `sdfp_scores.png`.
+            overwrite (`bool`, *optional*, defaults to `False`):
+                Replace an artifact (and plot) the folder already holds; without it, an existing one is
+                kept and the call raises before writing anything.
 
         Returns:
             `str`: the path of the written file.
+
+        Raises:
+            [`OverwriteError`]: the folder already holds the artifact or the plot, and `overwrite` is `False`.
+            [`UnsafePathError`]: one of the files to write is a symbolic link.
         """
-        directory = Path(save_directory)
+        directory = expand_path(save_directory)
         if directory.exists() and not directory.is_dir():
             raise SDFPHubError(f"cannot save the {self.hub_artifact} to `{directory}`: it is a file, not a folder")
         text = self._to_hub_text()  # validates before anything is written
         png = _read_plot(plot) if plot is not None else None
+        path, plot_path, readme = directory / self.hub_file_name, directory / PLOT_NAME, directory / "README.md"
+        if png is not None and _same_file(plot, plot_path):
+            png = None  # the plot is already in place: nothing to copy
+        write_card = card and not readme.exists() and not readme.is_symlink()
+        # Every check before the first write, so that a refusal leaves the folder as it was.
+        for target in [path, *([plot_path] if png is not None else []), *([readme] if write_card else [])]:
+            check_destination(target, overwrite=overwrite)
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / self.hub_file_name
-        path.write_text(text, encoding="utf-8")
+        has_plot = png is not None or (plot is not None and plot_path.is_file())
         if png is not None:
-            (directory / PLOT_NAME).write_bytes(png)
-        readme = directory / "README.md"
-        if card and not readme.exists():
-            readme.write_text(self._hub_card(repo_id=None, subfolder=None, plot=png is not None), encoding="utf-8")
+            write_atomic(plot_path, png, overwrite=overwrite)
+        if write_card:
+            write_atomic(readme, self._hub_card(repo_id=None, subfolder=None, plot=has_plot))
+        write_atomic(path, text, overwrite=overwrite)  # last: a folder holding the artifact is complete
         return str(path)
 
     @classmethod
@@ -169,10 +200,11 @@ class HubMixin:
                 Only use the cache (as with `HF_HUB_OFFLINE=1`).
 
         Raises:
-            [`SDFPHubError`]: the file could not be found or fetched; the message says why and what to do.
+            [`SDFPHubError`]: the file could not be found or fetched (not found, refused, gated, a server error,
+                a dropped download, a file larger than `hub_max_file_bytes`); the message says why and what to do.
             Whatever the subclass's parser raises for a malformed file.
         """
-        local = Path(dir_or_repo_id)
+        local = expand_path(dir_or_repo_id)
         if local.is_file():
             return cls._from_hub_file(local)
         if local.is_dir():
@@ -186,8 +218,9 @@ class HubMixin:
         return cls._from_hub_file(
             _download(
                 cls.hub_file_name, cls.hub_artifact, os.fspath(dir_or_repo_id), revision=revision,
-                subfolder=_repo_subfolder(subfolder), token=token, cache_dir=cache_dir,
-                local_files_only=local_files_only,
+                subfolder=_repo_subfolder(subfolder), token=token,
+                cache_dir=expand_path(cache_dir) if cache_dir is not None else None,
+                local_files_only=local_files_only, max_bytes=cls.hub_max_file_bytes,
             )
         )
 
@@ -334,8 +367,13 @@ def _download(
     token: str | bool | None,
     cache_dir: str | os.PathLike[str] | None,
     local_files_only: bool,
+    max_bytes: int | None = None,
 ) -> str:
-    """`hf_hub_download` of one file, every failure turned into an `SDFPHubError` that says what to do."""
+    """`hf_hub_download` of one file, every failure turned into an `SDFPHubError` that says what to do.
+
+    With `max_bytes`, the file's size is read from the Hub's metadata first (a `HEAD` request, or the
+    cached copy offline) and a larger file is refused before its body is downloaded.
+    """
     where = f"`{repo_id}`" + (f" (revision `{revision}`)" if revision else "")
     try:
         validate_repo_id(repo_id)
@@ -344,18 +382,24 @@ def _download(
             f"`{repo_id}` is neither an existing local folder nor a valid Hub repository id (`user/name`): "
             "check the path or the id"
         ) from None
+    options: dict[str, Any] = {
+        "subfolder": subfolder,
+        "revision": revision,
+        "token": token,
+        "cache_dir": cache_dir,
+        "local_files_only": local_files_only,
+        "library_name": "sdfp-hf",
+        "library_version": __version__,
+    }
     try:
-        return hf_hub_download(
-            repo_id,
-            filename,
-            subfolder=subfolder,
-            revision=revision,
-            token=token,
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
-            library_name="sdfp-hf",
-            library_version=__version__,
-        )
+        if max_bytes is not None:
+            _check_size(filename, what, where, repo_id, max_bytes, options)
+        path = hf_hub_download(repo_id, filename, **options)
+        if max_bytes is not None and os.path.getsize(path) > max_bytes:  # metadata without a size
+            raise SDFPHubError(_too_large(filename, what, where, os.path.getsize(path), max_bytes))
+        return path
+    except SDFPHubError:
+        raise
     except GatedRepoError:
         raise SDFPHubError(
             f"the Hub repository {where} is gated: request access on its page, then pass a token of the "
@@ -370,14 +414,16 @@ def _download(
         raise SDFPHubError(
             f"the Hub repository `{repo_id}` has no revision `{revision}`: check the branch, tag or commit"
         ) from None
-    except LocalEntryNotFoundError:
-        # Raised when the Hub could not be asked (offline, no connection) and the cache has no copy.
+    except LocalEntryNotFoundError as e:
+        # Raised when the Hub could not be asked (offline, no connection, a server error) and the cache has no copy.
         if local_files_only or constants.is_offline_mode():
             reason = "`local_files_only=True`" if local_files_only else "offline mode is on (`HF_HUB_OFFLINE=1`)"
             raise SDFPHubError(
                 f"{reason} and the cache has no copy of the {what} {where}: load it once while online "
                 "(or unset `HF_HUB_OFFLINE`), or pass a local folder"
             ) from None
+        if isinstance(e.__cause__, HfHubHTTPError):  # the Hub answered, with an error (5xx, 429, ...)
+            raise _http_error(e.__cause__, f"fetch the {what} {where} (and the cache has no copy)", token) from None
         raise SDFPHubError(
             f"could not reach the Hub at {constants.ENDPOINT} to fetch the {what} {where}, and the cache has no "
             f"copy: check the network connection (and `HF_ENDPOINT`), or set `HF_HUB_OFFLINE=1` to use cached "
@@ -391,8 +437,57 @@ def _download(
         ) from None
     except HfHubHTTPError as e:
         raise _http_error(e, f"fetch the {what} {where}", token) from None
+    except RemoteProtocolError as e:  # the connection closed before the body announced was sent
+        raise SDFPHubError(_cut_short(what, where, str(e))) from None
     except (TransportError, OfflineModeIsEnabled) as e:
         raise SDFPHubError(f"could not reach the Hub at {constants.ENDPOINT} to fetch the {what} {where}: {e}") from None
+    except OSError as e:
+        if "consistency check failed" in str(e).lower():  # huggingface_hub: fewer bytes than the metadata said
+            raise SDFPHubError(_cut_short(what, where, str(e).splitlines()[0])) from None
+        raise SDFPHubError(
+            f"could not store the {what} {where} in the Hub cache ({cache_dir or constants.HF_HUB_CACHE}): "
+            f"{e.strerror or e}: check the free space and permissions there, or pass `cache_dir=`"
+        ) from None
+
+
+def _check_size(filename: str, what: str, where: str, repo_id: str, max_bytes: int, options: dict[str, Any]) -> None:
+    """Refuse a file larger than `max_bytes` from its size in the Hub's metadata, before any download.
+
+    Uses `hf_hub_download(dry_run=True)` (the metadata request `hf_hub_download` makes, with its cache and
+    offline handling) where the installed huggingface_hub has it, else `get_hf_file_metadata`.
+    """
+    if _HAS_DRY_RUN:
+        info = hf_hub_download(repo_id, filename, dry_run=True, **options)
+        size = info.file_size
+        if size is not None and size > max_bytes:
+            raise SDFPHubError(_too_large(filename, what, where, size, max_bytes))
+        return
+    if options["local_files_only"] or constants.is_offline_mode():  # pragma: no cover - older huggingface_hub
+        return
+    try:  # pragma: no cover - older huggingface_hub
+        url = hf_hub_url(repo_id, filename, subfolder=options["subfolder"], revision=options["revision"])
+        size = get_hf_file_metadata(url, token=options["token"]).size
+    except (HfHubHTTPError, TransportError, OfflineModeIsEnabled, OSError):
+        return  # `hf_hub_download` reports it (or answers from the cache)
+    if size is not None and size > max_bytes:  # pragma: no cover - older huggingface_hub
+        raise SDFPHubError(_too_large(filename, what, where, size, max_bytes))
+
+
+_HAS_DRY_RUN = "dry_run" in inspect.signature(hf_hub_download).parameters
+
+
+def _too_large(filename: str, what: str, where: str, size: int, max_bytes: int) -> str:
+    return (
+        f"the `{filename}` of the Hub repository {where} is {size} bytes, more than the {max_bytes} any {what} "
+        f"needs: it is not a real {what}, so it was not downloaded; check the repository id, or ask its owner"
+    )
+
+
+def _cut_short(what: str, where: str, detail: str) -> str:
+    return (
+        f"the download of the {what} {where} was cut short ({detail}): the connection dropped (or a proxy cut "
+        "the file) before the whole file arrived, and nothing was loaded from it: try again"
+    )
 
 
 def _repo_subfolder(subfolder: str | None) -> str | None:
@@ -407,12 +502,21 @@ def _repo_subfolder(subfolder: str | None) -> str | None:
     return "/".join(parts)
 
 
+def _same_file(plot: str | os.PathLike[str] | bytes | None, path: Path) -> bool:
+    if plot is None or isinstance(plot, bytes) or path.is_symlink():
+        return False
+    try:
+        return os.path.samefile(expand_path(plot), path)
+    except OSError:
+        return False
+
+
 def _read_plot(plot: str | os.PathLike[str] | bytes) -> bytes:
     if isinstance(plot, bytes):
         data = plot
     else:
         try:
-            data = Path(plot).read_bytes()
+            data = expand_path(plot).read_bytes()
         except OSError as e:
             raise SDFPHubError(f"cannot read the score plot `{plot}`: {e.strerror}") from None
     if not data.startswith(_PNG_SIGNATURE):
@@ -447,6 +551,16 @@ def _http_error(error: HfHubHTTPError, action: str, token: str | bool | None, wr
         return SDFPHubError(
             f"could not {action}: the token has no permission for this (403){detail}: "
             + ("use a token with write access to this namespace" if write else "use a token that can read it")
+        )
+    if status == 429:
+        return SDFPHubError(
+            f"could not {action}: the Hub is limiting requests (429, too many requests){detail}: wait a minute "
+            "and try again (requests with a token, `hf auth login`, get a higher limit)"
+        )
+    if status is not None and status >= 500:
+        return SDFPHubError(
+            f"could not {action}: the Hub answered {status}, a server error{detail}: the Hub is having trouble, "
+            "not your set-up; try again in a few minutes (https://status.huggingface.co)"
         )
     return SDFPHubError(f"could not {action}: the Hub answered {status}{detail}")
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ._files import expand_path
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -54,7 +56,7 @@ def models_cache_dir() -> Path:
     root = os.environ.get(CACHE_ENV)
     if not root:
         root = os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "sdfp_hf")
-    return Path(os.path.expandvars(root)).expanduser() / "models"
+    return expand_path(root) / "models"
 
 
 def read_marker(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -144,7 +146,7 @@ def load_model(
 
     torch_dtype = _resolve_dtype(dtype)
     name = os.fspath(name_or_path)
-    path = Path(os.path.expandvars(name)).expanduser()
+    path = expand_path(name)
     local = None if path.exists() else local_model(name)
     if revision is not None and (local is not None or path.exists() or name.lower().endswith(".gguf")):
         raise ValueError(f"revision={revision!r} applies to Hub ids only; {name!r} is not one")

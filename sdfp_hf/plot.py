@@ -10,6 +10,8 @@ import io
 import os
 from typing import TYPE_CHECKING
 
+from ._files import check_destination, expand_path, write_atomic
+
 if TYPE_CHECKING:
     from .fit import LayerScores
     from .skipset import SkipSet
@@ -42,22 +44,29 @@ def plot_scores(
     title: str | None = None,
     log_scale: bool | None = None,
     dpi: int = 120,
+    overwrite: bool = False,
 ) -> str | bytes:
     """Bar chart of each layer's attention and MLP scores; skipped branches drawn hatched in red.
 
     Args:
         scores (`LayerScores`): the profile's scores.
         skip (`SkipSet`, *optional*): what the draft skips, to mark.
-        path (`str` or `os.PathLike`, *optional*): where to write the PNG; without it the PNG bytes are
-            returned (what `SDFPConfig.save_pretrained(plot=...)` accepts).
+        path (`str` or `os.PathLike`, *optional*): where to write the PNG (atomically; `~` and environment
+            variables are expanded); without it the PNG bytes are returned (what
+            `SDFPConfig.save_pretrained(plot=...)` accepts).
         title (`str`, *optional*): defaults to the scoring method and what is skipped.
         log_scale (`bool`, *optional*): logarithmic y axis; by default when the positive scores span more
             than two orders of magnitude.
         dpi (`int`, *optional*, defaults to 120): resolution.
+        overwrite (`bool`, *optional*, defaults to `False`): replace an existing file at `path`; without
+            it an existing plot is kept and [`OverwriteError`] raised (before anything is drawn).
 
     Returns:
         The path written, or the PNG bytes.
     """
+    if path is not None:
+        path = expand_path(path)
+        check_destination(path, overwrite=overwrite)
     _, Figure = _import_matplotlib()
     n = scores.num_layers
     attention, mlp = list(scores.attention), list(scores.mlp)
@@ -116,9 +125,8 @@ def plot_scores(
     ax.set_title(title, fontsize=10, loc="left")
     ax.grid(axis="y", alpha=0.3)
 
-    if path is not None:
-        fig.savefig(os.fspath(path), format="png")
-        return os.fspath(path)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
+    if path is not None:
+        return str(write_atomic(path, buffer.getvalue(), overwrite=overwrite))
     return buffer.getvalue()

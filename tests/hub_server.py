@@ -11,6 +11,12 @@ private repository is visible to its owner only; an unknown token is refused wit
 missing token on a private repository is a 401 that reads as "repository not found"; a repository of
 another user is a 404, and writing into another namespace a 403.
 
+Faults can be injected per repository, to test what a client makes of them (`HubServer.fail`,
+`gate`, `truncate`, `add_large_file`): every request answered with a server error (5xx); a gated
+repository (401 / 403 with `X-Error-Code: GatedRepo`, as the Hub answers); a download whose connection
+closes before the body announced by `Content-Length` is sent; a file whose size the metadata (`HEAD`)
+reports as larger than any real one, without the server ever holding its bytes.
+
 Everything lives in memory. Only model repositories, regular (non-LFS) files.
 """
 
@@ -99,6 +105,11 @@ class HubServer:
         self.tokens = dict(tokens)
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str]] = []
+        # Injected faults, by repository id (see `fail`, `gate`, `truncate`, `add_large_file`).
+        self.failing: dict[str, int] = {}
+        self.gated: dict[str, set[str]] = {}
+        self.truncated: dict[tuple[str, str], tuple[int, bool]] = {}
+        self.large_files: dict[tuple[str, str], int] = {}
         self.lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
@@ -118,6 +129,45 @@ class HubServer:
         with self.lock:
             self.repos.clear()
             self.requests.clear()
+            self.failing.clear()
+            self.gated.clear()
+            self.truncated.clear()
+            self.large_files.clear()
+
+    # ------------------------------------------------------------------ fault injection
+
+    def fail(self, repo_id: str, status: int = 503) -> None:
+        """Answer every request about `repo_id` with `status` (a server error), as a Hub outage does."""
+        self.failing[repo_id] = status
+
+    def gate(self, repo_id: str, granted: tuple[str, ...] = ()) -> None:
+        """Make `repo_id` gated: only its owner and the users in `granted` may read its files."""
+        self.gated[repo_id] = set(granted)
+
+    def truncate(self, repo_id: str, path: str, keep: int, *, hang_up: bool = True) -> None:
+        """Downloads of `path` send only its first `keep` bytes.
+
+        With `hang_up`, the response announces the whole file (`Content-Length`) and the connection closes
+        after `keep` bytes (a dropped connection); without it, the response is a complete one of `keep`
+        bytes, shorter than the size the file's metadata (`HEAD`) reported (a truncating proxy).
+        """
+        self.truncated[(repo_id, path)] = (keep, hang_up)
+
+    def add_large_file(self, repo_id: str, path: str, size: int) -> None:
+        """A file of `size` bytes (spaces) in `repo_id`'s main revision, never held in memory.
+
+        Its metadata (`HEAD`) reports the size; a `GET` would stream it (the tests check it is never asked).
+        """
+        with self.lock:
+            repo = self.repos[repo_id]
+            head = repo.resolve("main")
+            self._commit(repo, "main", f"add {path}", {**head.files, path: b""}, parent=head.oid)
+            self.large_files[(repo_id, path)] = size
+
+    def downloads(self, repo_id: str) -> list[str]:
+        """The paths of `repo_id` asked for with a `GET` (a file's body, not only its metadata)."""
+        prefix = f"/{repo_id}/resolve/"
+        return [path for method, path in self.requests if method == "GET" and path.startswith(prefix)]
 
     def commits_of(self, repo_id: str) -> list[Commit]:
         """The commits of a repository, oldest first (the initial commit included)."""
@@ -207,6 +257,10 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             self._send(status, json.dumps(data).encode())
 
         def _route(self, method: str, parts: list[str]) -> None:
+            repo_id = "/".join(parts[2:4]) if parts[:2] == ["api", "models"] else "/".join(parts[:2])
+            if repo_id in hub.failing:
+                status = hub.failing[repo_id]
+                raise _HTTPError(status, f"Internal Error - We're working hard to fix this as soon as possible! ({status})")
             if method == "POST" and parts == ["api", "repos", "create"]:
                 return self._create_repo()
             if method == "POST" and parts == ["api", "validate-yaml"]:
@@ -246,6 +300,24 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 raise _HTTPError(404, "Repository not found", "RepoNotFound")
             if repo.private and user is None:
                 raise _HTTPError(401, "Invalid username or password.", "RepoNotFound")
+            return repo
+
+        def _files_readable(self, repo_id: str) -> Repo:
+            """`_readable`, and for a gated repository, a user granted access (the Hub gates files, not info)."""
+            repo = self._readable(repo_id)
+            granted = hub.gated.get(repo_id)
+            if granted is not None:
+                user = self._user()
+                if user is None:
+                    raise _HTTPError(
+                        401, f"Access to model {repo_id} is restricted. You must have access to it and be "
+                        "authenticated to access it. Please log in.", "GatedRepo",
+                    )
+                if user != repo.owner and user not in granted:
+                    raise _HTTPError(
+                        403, f"Access to model {repo_id} is restricted and you are not in the authorized list. "
+                        f"Visit {hub.url}/{repo_id} to ask for access.", "GatedRepo",
+                    )
             return repo
 
         def _writer(self, namespace: str) -> str:
@@ -314,7 +386,7 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                     "sha": commit.oid,
                     "private": repo.private,
                     "disabled": False,
-                    "gated": False,
+                    "gated": "manual" if repo_id in hub.gated else False,
                     "tags": [],
                     "siblings": [{"rfilename": path} for path in sorted(commit.files)],
                 },
@@ -394,7 +466,7 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             )
 
         def _resolve(self, method: str, repo_id: str, revision: str, path: str) -> None:
-            repo = self._readable(repo_id)
+            repo = self._files_readable(repo_id)
             commit = repo.resolve(revision)
             if commit is None:
                 raise _HTTPError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
@@ -402,8 +474,42 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 raise _HTTPError(
                     404, "Entry not found", "EntryNotFound", headers={"X-Repo-Commit": commit.oid}
                 )
+            if (repo_id, path) in hub.large_files:
+                return self._send_large(method, hub.large_files[repo_id, path], commit)
             content = commit.files[path]
             headers = {"ETag": f'"{git_blob_oid(content)}"', "X-Repo-Commit": commit.oid}
+            if method == "GET" and (repo_id, path) in hub.truncated:
+                keep, hang_up = hub.truncated[repo_id, path]
+                if not hang_up:
+                    return self._send(200, content[:keep], headers, content_type="application/octet-stream")
+                return self._send_truncated(content, keep, headers)
             self._send(200, content, headers, method=method, content_type="application/octet-stream")
+
+        def _send_truncated(self, content: bytes, keep: int, headers: dict[str, str]) -> None:
+            """Announce all of `content`, send its first `keep` bytes, and close the connection."""
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(content)))
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(content[:keep])
+            self.wfile.flush()
+            self.close_connection = True
+
+        def _send_large(self, method: str, size: int, commit: Commit) -> None:
+            headers = {"ETag": f'"large-{size}"', "X-Repo-Commit": commit.oid}
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(size))
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            if method == "GET":
+                chunk = b" " * (1 << 20)
+                left = size
+                while left > 0:
+                    self.wfile.write(chunk[: min(left, len(chunk))])
+                    left -= len(chunk)
 
     return Handler

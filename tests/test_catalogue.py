@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,8 +21,11 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from benchmarks import catalogue
 from benchmarks.catalogue import (
     CATALOGUE,
+    CREATED_BY,
+    WORK_MARKER,
     CatalogueEntry,
     ChecksumMismatchError,
+    ForeignFolderError,
     GGUFPart,
     ModelNotInstalledError,
 )
@@ -338,20 +342,129 @@ def test_interrupted_conversion_leaves_nothing(
     assert (catalogue.ensure(FAKE_ALIAS) / MARKER_NAME).is_file()
 
 
-@pytest.mark.parametrize("marker", [None, "not json", {"gguf_sha256": "1" * 64}])
-def test_unmarked_or_outdated_folder_is_converted_again(
-    fake_model: CatalogueEntry, cache: Path, converter: FakeConverter, marker: object
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _our_marker(entry: CatalogueEntry, **changes: object) -> dict:
+    marker = {
+        "alias": entry.alias, "name": entry.name, "hub_id": entry.hub_id, "gguf_sha256": entry.sha256,
+        "requirements": entry.requirements, "created_by": CREATED_BY,
+    }
+    marker.update(changes)
+    return {k: v for k, v in marker.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        {"gguf_sha256": "1" * 64},  # an outdated conversion
+        {"gguf_sha256": "1" * 64, "created_by": None},  # one from before markers said who made them
+    ],
+    ids=["outdated", "outdated, older marker"],
+)
+def test_an_outdated_conversion_of_the_catalogue_is_replaced(
+    fake_model: CatalogueEntry, cache: Path, converter: FakeConverter, marker: dict
 ) -> None:
     folder = cache / FAKE_ALIAS
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
-    (folder / "model.safetensors").write_bytes(b"half-written")
-    if marker is not None:
-        (folder / MARKER_NAME).write_text(marker if isinstance(marker, str) else json.dumps(marker))
+    (folder / "model.safetensors").write_bytes(b"old weights")
+    (folder / MARKER_NAME).write_text(json.dumps(_our_marker(fake_model, **marker)))
     assert catalogue.ensure(FAKE_ALIAS) == folder
     assert len(converter.calls) == 1
     assert (folder / "model.safetensors").read_bytes() == b"weights"
     assert json.loads((folder / MARKER_NAME).read_text())["gguf_sha256"] == fake_model.sha256
+    assert sorted(p.name for p in cache.iterdir()) == [f".{FAKE_ALIAS}.lock", FAKE_ALIAS]  # the old one is gone
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [None, "not json", {"gguf_sha256": "1" * 64}, {"alias": "another-model", "created_by": CREATED_BY}],
+    ids=["no marker", "unreadable marker", "a marker of someone else's", "another model's"],
+)
+def test_a_folder_the_catalogue_did_not_create_is_kept(
+    fake_model: CatalogueEntry, cache: Path, converter: FakeConverter, marker: object
+) -> None:
+    folder = cache / FAKE_ALIAS  # e.g. SDFP_HF_CACHE pointed at a folder of the user's own
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"the user's weights")
+    if marker is not None:
+        (folder / MARKER_NAME).write_text(marker if isinstance(marker, str) else json.dumps(marker))
+    before = snapshot(folder)
+    with pytest.raises(ForeignFolderError, match=f"{FAKE_ALIAS}` is a folder the catalogue did not create .* is kept"):
+        catalogue.ensure(FAKE_ALIAS)
+    assert snapshot(folder) == before
+    assert converter.calls == []  # refused before converting
+    (folder / "model.safetensors").rename(cache / "elsewhere")  # nor is it taken for a conversion later
+    with pytest.raises(ForeignFolderError):
+        catalogue.ensure(FAKE_ALIAS)
+
+
+def test_a_file_or_link_in_the_way_is_kept(
+    fake_model: CatalogueEntry, cache: Path, converter: FakeConverter, tmp_path: Path
+) -> None:
+    cache.mkdir(parents=True)
+    (cache / FAKE_ALIAS).write_text("a file of the user's")
+    with pytest.raises(ForeignFolderError, match="is a file the catalogue did not create"):
+        catalogue.ensure(FAKE_ALIAS)
+    assert (cache / FAKE_ALIAS).read_text() == "a file of the user's"
+    (cache / FAKE_ALIAS).unlink()
+    (tmp_path / "elsewhere").mkdir()
+    (cache / FAKE_ALIAS).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ForeignFolderError, match="is a link"):
+        catalogue.ensure(FAKE_ALIAS)
+    assert (cache / FAKE_ALIAS).is_symlink() and list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_replacement_is_atomic(
+    fake_model: CatalogueEntry, cache: Path, converter: FakeConverter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = cache / FAKE_ALIAS
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"old weights")
+    (folder / MARKER_NAME).write_text(json.dumps(_our_marker(fake_model, gguf_sha256="1" * 64)))
+    before = snapshot(folder)
+    real_rename = os.rename
+    renames: list[tuple[str, str]] = []
+
+    def rename(source, destination):
+        renames.append((Path(source).name, Path(destination).name))
+        if Path(source).name == "converted":
+            raise KeyboardInterrupt  # killed between moving the old folder away and moving the new one in
+        real_rename(source, destination)
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(catalogue.os, "rename", rename)
+        catalogue.ensure(FAKE_ALIAS)
+    assert renames[0] == (FAKE_ALIAS, "previous")  # the old folder moved away first, not deleted
+    assert snapshot(folder) == before  # ... and put back
+    assert catalogue.ensure(FAKE_ALIAS) == folder
+    assert (folder / "model.safetensors").read_bytes() == b"weights"
+
+
+def test_the_old_folder_is_deleted_only_after_the_new_one_is_in(
+    fake_model: CatalogueEntry, cache: Path, converter: FakeConverter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = cache / FAKE_ALIAS
+    folder.mkdir(parents=True)
+    (folder / MARKER_NAME).write_text(json.dumps(_our_marker(fake_model, gguf_sha256="1" * 64)))
+    real_rmtree = shutil.rmtree
+    seen: list[bool] = []
+
+    def rmtree(path, *args, **kwargs):
+        if Path(path).name.endswith(".old"):
+            seen.append(_is_new(folder))
+        real_rmtree(path, *args, **kwargs)
+
+    def _is_new(path: Path) -> bool:
+        return json.loads((path / MARKER_NAME).read_text())["gguf_sha256"] == fake_model.sha256
+
+    monkeypatch.setattr(catalogue.shutil, "rmtree", rmtree)
+    catalogue.ensure(FAKE_ALIAS)
+    assert seen == [True]
 
 
 def test_marker_without_weights_is_not_a_conversion(
@@ -359,21 +472,44 @@ def test_marker_without_weights_is_not_a_conversion(
 ) -> None:
     folder = cache / FAKE_ALIAS
     folder.mkdir(parents=True)
-    (folder / MARKER_NAME).write_text(json.dumps({"gguf_sha256": fake_model.sha256}))
+    (folder / MARKER_NAME).write_text(json.dumps(_our_marker(fake_model)))
     catalogue.ensure(FAKE_ALIAS)
     assert len(converter.calls) == 1
 
 
-def test_stale_work_folders_are_removed(
+def test_stale_work_folders_are_removed_only_when_the_catalogue_made_them(
     fake_model: CatalogueEntry, cache: Path, converter: FakeConverter
 ) -> None:
     stale = cache / f".{FAKE_ALIAS}.killed.tmp"
     (stale / "converted").mkdir(parents=True)
+    (stale / WORK_MARKER).write_text("")
+    unmarked = cache / f".{FAKE_ALIAS}.mine.tmp"  # named like one, but not made by the catalogue
+    unmarked.mkdir()
+    (unmarked / "notes.txt").write_text("mine")
+    interrupted = cache / f".{FAKE_ALIAS}.x.old"  # a replacement killed before the old folder was deleted
+    (interrupted / "previous").mkdir(parents=True)
+    (interrupted / "previous" / MARKER_NAME).write_text(json.dumps(_our_marker(fake_model, gguf_sha256="2" * 64)))
     other = cache / ".other-model.x.tmp"
     other.mkdir()
+    (other / WORK_MARKER).write_text("")
     catalogue.ensure(FAKE_ALIAS)
-    assert not stale.exists()
+    assert not stale.exists() and not interrupted.exists()
+    assert (unmarked / "notes.txt").read_text() == "mine"
     assert other.exists()  # another model's conversion may be running
+
+
+def test_the_lock_times_out_naming_its_file(
+    fake_model: CatalogueEntry, cache: Path, converter: FakeConverter
+) -> None:
+    from filelock import FileLock
+
+    cache.mkdir(parents=True)
+    lock_path = cache / f".{FAKE_ALIAS}.lock"
+    with FileLock(str(lock_path)), pytest.raises(TimeoutError) as info:  # another conversion holds it
+        catalogue.ensure(FAKE_ALIAS, lock_timeout=0.2)
+    assert f"another process has held the lock `{lock_path}` for more than 0.2 s" in str(info.value)
+    assert "delete that file and try again" in str(info.value)
+    assert converter.calls == []
 
 
 def test_ensure_without_install_says_what_to_run(

@@ -397,3 +397,86 @@ def test_generate_without_a_mask_profiles_the_model(workspace: Path, capsys) -> 
     captured = capsys.readouterr()
     assert "No --mask given: profiling the model" in captured.err
     assert "drafted tokens accepted" in captured.out and "speedup" not in captured.out
+
+
+# ---------------------------------------------------------------------------------- nothing is lost
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _never_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sdfp_hf import models
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output folder was checked")
+
+    monkeypatch.setattr(models, "load_model", refuse)
+
+
+@pytest.mark.parametrize("out", [["--out", "earlier"], []], ids=["--out", "default folder"])
+def test_profile_keeps_an_earlier_mask_and_says_so_before_profiling(
+    workspace: Path, tmp_path: Path, monkeypatch, capsys, out: list[str]
+) -> None:
+    import shutil
+
+    folder = tmp_path / ("earlier" if out else "tiny-sdfp-mask")  # the default: ./<model name>-sdfp-mask
+    shutil.copytree(workspace / "mask", folder)
+    before = snapshot(folder)
+    monkeypatch.chdir(tmp_path)
+    _never_load(monkeypatch)
+    assert main(["profile", str(workspace / "tiny"), *out]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"sdfp: error: `{folder.name}` already holds a mask ({folder.name}/sdfp_config.json) and is kept: pass " \
+        "--overwrite to replace it" in err
+    assert snapshot(folder) == before
+
+
+def test_profile_overwrite_replaces_the_mask(workspace: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    import shutil
+
+    shutil.copytree(workspace / "mask", tmp_path / "earlier")
+    readme = (tmp_path / "earlier" / "README.md").read_bytes()
+    argv = [
+        "profile", str(workspace / "tiny"), "--calibration", str(workspace / "calibration.jsonl"),
+        "--num-sequences", "2", "--sequence-length", "24", "--skip-ratio", "0.34",
+        "--out", str(tmp_path / "earlier"), "--overwrite",
+    ]
+    assert main(argv) == 0, capsys.readouterr().err
+    mask = SDFPConfig.from_pretrained(tmp_path / "earlier")
+    assert mask.base_model_name_or_path != "org/tiny-llama" and len(mask.skip_layers) == 2
+    assert (tmp_path / "earlier" / "README.md").read_bytes() == readme  # a README is never replaced
+    if has_module("matplotlib"):
+        assert (tmp_path / "earlier" / PLOT_NAME).read_bytes() != PNG  # the new plot
+    assert not [p for p in (tmp_path / "earlier").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_export_keeps_a_folder_holding_a_checkpoint(workspace: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "pytorch_model.bin").write_bytes(b"someone's checkpoint")  # no *.safetensors in it
+    before = snapshot(out)
+    with monkeypatch.context() as patch:
+        _never_load(patch)
+        assert main(["export", str(workspace / "tiny"), "--mask", str(workspace / "mask"), str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "already holds a checkpoint or config (pytorch_model.bin) and is kept: pass --overwrite" in err
+    assert snapshot(out) == before
+
+    assert main(["export", str(workspace / "tiny"), "--mask", str(workspace / "mask"), str(out), "--overwrite"]) == 0
+    assert not (out / "pytorch_model.bin").exists()  # an old checkpoint's weights go with --overwrite
+    assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 4
+
+
+def test_paths_with_home_and_variables(workspace: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("HOME", str(workspace))
+    monkeypatch.setenv("SDFP_TEST_OUT", str(tmp_path))
+    assert main(["inspect", "--json", "~/mask"]) == 0
+    assert SDFPConfig.from_json_string(capsys.readouterr().out) == SDFPConfig.from_pretrained(workspace / "mask")
+    assert main(["export", "~/tiny", "--mask=~/mask", "$SDFP_TEST_OUT/draft"]) == 0, capsys.readouterr().err
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "draft").config.num_hidden_layers == 4
+    assert main(["generate", "~/tiny", "--mask=~/mask", "--max-new-tokens", "2", "--no-baseline", "hi"]) == 0
+    assert "drafted tokens accepted" in capsys.readouterr().out

@@ -384,3 +384,34 @@ def test_a_different_name_or_revision_is_one_warning(kwargs: dict, message: str)
         make_mask().check_compatible(llama_config(), **kwargs)
     assert len(caught) == 1
     assert message in str(caught[0].message)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+def test_non_finite_scores_given_as_a_dict_are_refused(bad: float) -> None:
+    scores = {"layer": [0.5, 0.1, bad, 0.3, 0.2, 0.4], "attention": [0.1] * 6}
+    with pytest.raises(SDFPConfigError, match=rf"scores\['layer'\] must be a finite number, got {bad}"):
+        make_mask(scores=scores)
+    with pytest.raises(SDFPConfigError, match="must be a finite number"):
+        SDFPConfig.from_dict({**make_mask().to_dict(), "scores": scores})
+    text = make_mask().to_json_string().replace('"scores": {}', '"scores": {"layer": [1, 2, NaN, 4, 5, 6]}')
+    with pytest.raises(SDFPConfigError, match="NaN is not a number JSON allows"):
+        SDFPConfig.from_json_string(text)
+    mask = make_mask()
+    mask.scores = {"mlp": [bad] * 6}  # changed by hand after building: refused before it is written
+    with pytest.raises(SDFPConfigError, match="must be a finite number"):
+        mask.to_json_string()
+
+
+def test_a_file_over_the_size_cap_is_refused_without_parsing(tmp_path) -> None:
+    from sdfp_hf.config import MAX_CONFIG_BYTES
+
+    with pytest.raises(SDFPConfigError, match=f"is {MAX_CONFIG_BYTES + 1} bytes, more than the {MAX_CONFIG_BYTES}"):
+        SDFPConfig.from_json_string(" " * (MAX_CONFIG_BYTES + 1))
+    path = tmp_path / CONFIG_NAME
+    with open(path, "wb") as f:  # sparse: a 64 MB file that takes no disk
+        f.truncate(MAX_CONFIG_BYTES + 10)
+    with pytest.raises(SDFPConfigError, match=f"{CONFIG_NAME}: the sdfp config is {MAX_CONFIG_BYTES + 1} bytes"):
+        SDFPConfig.from_pretrained(tmp_path)  # reads one byte past the cap, never the whole file
+    text = make_mask().to_json_string()
+    path.write_text(text + " " * (MAX_CONFIG_BYTES - len(text)))  # exactly at the cap: a mask
+    assert SDFPConfig.from_pretrained(tmp_path) == make_mask()

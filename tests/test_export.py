@@ -21,7 +21,8 @@ from tiny_models import prompt, tiny_model, tiny_tokenizer
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from sdfp_hf import SDFPAssistant
-from sdfp_hf.export import save_standalone, standalone_config
+from sdfp_hf._files import OverwriteError, UnsafePathError
+from sdfp_hf.export import checkpoint_files, save_standalone, standalone_config
 
 # architecture -> skip lists: whole layers, sub-layer skips of either kind, mixed layer types (gemma3:
 # sliding, sliding, full, ...), tied embeddings (gemma2, gemma3, gpt2) and a GPT-2 layout.
@@ -214,6 +215,133 @@ def test_refuses_what_is_not_a_draft(tmp_path: Path) -> None:
     draft = SDFPAssistant.from_target(tiny_model("llama"), skip_layers=[1])
     with pytest.raises(NotADirectoryError, match="it is a file"):
         save_standalone(draft, tmp_path / "file")
+
+
+# ---------------------------------------------------------------------------------- nothing is lost
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): (b"-> " + os.readlink(p).encode()) if p.is_symlink() else p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_symlink() or p.is_file()
+    }
+
+
+def staging_leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}."))
+
+
+@pytest.fixture(scope="module")
+def small_draft() -> SDFPAssistant:
+    return SDFPAssistant.from_target(tiny_model("llama"), skip_layers=[2, 3])
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["pytorch_model.bin", "model.safetensors", "config.json", "model.safetensors.index.json", "tf_model.h5",
+     "model.gguf", "generation_config.json", "consolidated.pth"],
+)
+def test_a_folder_holding_a_checkpoint_or_config_is_kept(tmp_path: Path, small_draft, name: str) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).write_bytes(b"the user's own checkpoint")
+    (out / "notes.txt").write_text("mine")
+    before = snapshot(out)
+    with pytest.raises(OverwriteError, match=rf"already holds a checkpoint or config \({name}\) and is kept"):
+        save_standalone(small_draft, out, tokenizer=tiny_tokenizer())
+    assert snapshot(out) == before
+    assert staging_leftovers(out) == []
+
+
+def test_a_folder_with_other_files_is_exported_into_and_they_are_kept(tmp_path: Path, small_draft) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "README.md").write_text("# my own card\n")
+    save_standalone(small_draft, out, tokenizer=tiny_tokenizer())
+    assert (out / "notes.txt").read_text() == "mine" and (out / "README.md").read_text() == "# my own card\n"
+    assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 4
+    assert staging_leftovers(out) == []
+
+
+def test_a_file_the_export_writes_is_kept_unless_overwrite(tmp_path: Path, small_draft) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tokenizer.json").write_text("{}")  # not a checkpoint, but the export writes one
+    before = snapshot(out)
+    with pytest.raises(OverwriteError, match=r"tokenizer.json` already exists and is kept"):
+        save_standalone(small_draft, out, tokenizer=tiny_tokenizer())
+    assert snapshot(out) == before  # nothing moved in: every file is checked first
+    assert staging_leftovers(out) == []
+
+
+def test_overwrite_replaces_an_earlier_export_and_drops_its_stale_shards(tmp_path: Path, small_draft) -> None:
+    out = tmp_path / "out"
+    save_standalone(small_draft, out, max_shard_size="20KB")  # sharded: model-0000x-of-0000n + an index
+    shards = sorted(p.name for p in out.glob("*.safetensors"))
+    assert len(shards) > 1 and (out / "model.safetensors.index.json").is_file()
+    (out / "pytorch_model.bin").write_bytes(b"an older checkpoint")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(OverwriteError, match="pass `overwrite=True`"):
+        save_standalone(small_draft, out)
+    other = SDFPAssistant.from_target(small_draft.target, skip_layers=[1])
+    save_standalone(other, out, tokenizer=tiny_tokenizer(), overwrite=True)
+    assert sorted(p.name for p in checkpoint_files(out)) == ["config.json", "generation_config.json", "model.safetensors"]
+    assert (out / "notes.txt").read_text() == "mine"
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+    assert loaded.config.num_hidden_layers == 5
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(prompt(8)).logits, other(prompt(8)).logits, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("exists", [False, True], ids=["new folder", "earlier export"])
+def test_an_export_killed_half_way_leaves_the_folder_as_it_was(
+    tmp_path: Path, small_draft, monkeypatch: pytest.MonkeyPatch, exists: bool
+) -> None:
+    import transformers.modeling_utils
+
+    out = tmp_path / "out"
+    if exists:
+        save_standalone(small_draft, out, tokenizer=tiny_tokenizer())
+    before = snapshot(out) if exists else None
+    real_save = transformers.modeling_utils.safe_save_file
+
+    def killed_half_way(tensors, filename, metadata=None):
+        real_save(tensors, filename, metadata=metadata)
+        with open(filename, "r+b") as f:
+            f.truncate(Path(filename).stat().st_size // 2)
+        raise KeyboardInterrupt  # killed in the middle of writing the weights
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", killed_half_way)
+    other = SDFPAssistant.from_target(small_draft.target, skip_layers=[0])
+    with pytest.raises(KeyboardInterrupt):
+        save_standalone(other, out, tokenizer=tiny_tokenizer(), overwrite=True)
+    if exists:
+        assert snapshot(out) == before
+    else:
+        assert not out.exists()
+    assert staging_leftovers(out) == []
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "config.json"])
+def test_an_export_never_writes_through_a_link(tmp_path: Path, small_draft, name: str) -> None:
+    out, outside = tmp_path / "out", tmp_path / "precious.json"
+    out.mkdir()
+    outside.write_text("the user's file")
+    (out / name).symlink_to(outside)
+    with pytest.raises(UnsafePathError, match=f"{name}` is a symbolic link to .*outside its folder"):
+        save_standalone(small_draft, out, tokenizer=tiny_tokenizer(), overwrite=True)
+    assert outside.read_text() == "the user's file"
+    assert sorted(p.name for p in out.iterdir()) == [name]
+
+
+def test_the_export_folder_expands_home(tmp_path: Path, small_draft, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("SDFP_TEST_SUB", "drafts")
+    assert save_standalone(small_draft, "~/$SDFP_TEST_SUB/d") == str(tmp_path / "drafts" / "d")
+    assert (tmp_path / "drafts" / "d" / "config.json").is_file()
+    assert not Path("~").exists() and not Path("$SDFP_TEST_SUB").exists()
 
 
 @pytest.mark.slow

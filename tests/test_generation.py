@@ -208,3 +208,126 @@ def test_draft_chains_extended_by_lookup_are_lossless(arch, forced_extended_draf
     out = model.generate(ids, max_new_tokens=40, min_new_tokens=40, do_sample=False, assistant_model=draft)
     assert torch.equal(out, model.generate(ids, max_new_tokens=40, min_new_tokens=40, do_sample=False))
     assert any(extended), "no round appended a lookup"
+
+
+# ---------------------------------------------------------------------------------- options and faults
+
+
+IGNORED_OPTIONS = [
+    ({"prompt_lookup_num_tokens": 3}, "does its own prompt lookup"),
+    ({"max_matching_ngram_size": 2}, "does its own prompt lookup"),
+    ({"assistant_early_exit": 2}, "already is a draft of the model's own layers"),
+    ({"assistant_ensemble_weight": 0.5}, "keeps assisted decoding lossless"),
+    ({"use_mtp": True}, "multi-token prediction is another drafter"),
+    ({"speculation_type": "dflash"}, "selects another drafter"),
+    ({"num_assistant_tokens": 3}, r"reads it from the draft, which has 6.*set_draft_settings\(num_assistant_tokens"),
+    ({"assistant_confidence_threshold": 0.1}, "reads it from the draft, which has 0.4"),
+]
+
+
+@pytest.mark.parametrize("option, hint", IGNORED_OPTIONS, ids=[next(iter(option)) for option, _ in IGNORED_OPTIONS])
+def test_generate_options_an_sdfp_draft_would_drop_are_refused_by_name(option, hint):
+    from sdfp_hf.drafting.hook import REFUSED_OPTIONS
+
+    assert set(REFUSED_OPTIONS) >= {"prompt_lookup_num_tokens", "assistant_early_exit"}
+    model = tiny_model("llama")
+    draft = SDFPAssistant.from_target(model, skip_layers=[1])
+    [(name, value)] = option.items()
+    with pytest.raises(ValueError, match=rf"`{name}={value!r}` .*{hint}"):
+        model.generate(prompt(8), max_new_tokens=4, do_sample=False, assistant_model=draft, **option)
+
+
+def test_draft_settings_equal_to_the_drafts_are_not_refused():
+    model = tiny_model("llama")
+    draft = SDFPAssistant.from_target(model, skip_layers=[1], num_assistant_tokens=4)
+    out = model.generate(prompt(8), max_new_tokens=8, do_sample=False, assistant_model=draft, num_assistant_tokens=4)
+    assert torch.equal(out, model.generate(prompt(8), max_new_tokens=8, do_sample=False))
+
+
+def test_an_assistant_tokenizer_is_refused():
+    from tiny_models import tiny_tokenizer
+
+    model = tiny_model("llama")
+    draft = SDFPAssistant.from_target(model, skip_layers=[1])
+    tokenizer = tiny_tokenizer()
+    with pytest.raises(ValueError, match="assistant_tokenizer"):  # transformers' own check comes first
+        model.generate(prompt(8), max_new_tokens=4, assistant_model=draft, tokenizer=tokenizer,
+                       assistant_tokenizer=tokenizer)
+    # the hook's own refusal, for a transformers whose check would let it through
+    with pytest.raises(ValueError, match="shares the target's tokenizer: do not pass `assistant_tokenizer`"):
+        model._get_candidate_generator(
+            generation_config=model.generation_config, input_ids=prompt(8), inputs_tensor=prompt(8),
+            logits_processor=[], model_kwargs={}, assistant_model=draft, target_tokenizer=tokenizer,
+            assistant_tokenizer=tokenizer,
+        )
+
+
+@pytest.mark.parametrize("kwargs", [None, {}], ids=["no model_kwargs", "no cache in them"])
+def test_a_round_without_the_targets_cache_is_an_error(kwargs, monkeypatch):
+    real = SDFPCandidateGenerator.get_candidates
+
+    def without_cache(self, input_ids, model_kwargs=None, is_first_iteration=False, **rest):
+        return real(self, input_ids, kwargs, is_first_iteration, **rest)  # what a changed transformers would do
+
+    monkeypatch.setattr(SDFPCandidateGenerator, "get_candidates", without_cache)
+    model = tiny_model("llama")
+    draft = SDFPAssistant.from_target(model, skip_layers=[1])
+    with pytest.raises(RuntimeError, match=r"did not pass the target's cache to the candidate generator"):
+        model.generate(prompt(8), max_new_tokens=8, do_sample=False, assistant_model=draft)
+
+
+@pytest.mark.parametrize("max_new_tokens", [1, 2, 3, 5, 7])
+def test_max_length_reached_inside_a_round(max_new_tokens, forced_extended_drafts, monkeypatch):
+    forced_extended_drafts(draft=6, extension=0)  # every round asks for 6 tokens, more than are left
+    asked = []
+    real = SDFPCandidateGenerator._draft
+
+    def spy(self, input_ids, cache, mask, length):
+        asked.append((input_ids.shape[1], length))
+        return real(self, input_ids, cache, mask, length)
+
+    monkeypatch.setattr(SDFPCandidateGenerator, "_draft", spy)
+    model = tiny_model("llama")
+    draft = SDFPAssistant.from_target(model, skip_layers=[1], assistant_confidence_threshold=0.0)
+    ids = prompt(8)
+    out = model.generate(ids, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False,
+                         assistant_model=draft)
+    assert out.shape[1] == 8 + max_new_tokens
+    assert torch.equal(out, model.generate(ids, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                                           do_sample=False))
+    final = 8 + max_new_tokens
+    assert all(length + 1 <= final - start for start, length in asked)  # never past the end, bonus token included
+    if max_new_tokens > 2:
+        assert any(length < 6 for _, length in asked)  # a round was really cut by the length
+
+
+def test_eos_inside_a_round_ends_the_round_and_the_generation(monkeypatch):
+    from test_assistant import _zero_skipped_branches
+
+    model = tiny_model("llama", seed=1)
+    draft = SDFPAssistant.from_target(
+        model, skip_layers=[2, 3], num_assistant_tokens=8, num_assistant_tokens_schedule="constant",
+        assistant_confidence_threshold=0.0, drafting=DraftingOptions(prompt_lookup=0, adaptive=False),
+    )
+    _zero_skipped_branches(model, draft)  # an oracle draft: it proposes what the target will say, EOS included
+    ids = prompt(12, seed=1)
+    free = model.generate(ids, max_new_tokens=12, min_new_tokens=12, do_sample=False)[0, 12:].tolist()
+    # a token the target says for the first time mid-way: as EOS, the draft meets it inside a round
+    first = next(i for i in range(3, len(free)) if free[i] not in free[:i])
+    eos = free[first]
+    proposed = []
+    real = SDFPCandidateGenerator._draft
+
+    def spy(self, input_ids, *args):
+        tokens, logits = real(self, input_ids, *args)
+        proposed.append(tokens[0, input_ids.shape[1]:].tolist())
+        return tokens, logits
+
+    monkeypatch.setattr(SDFPCandidateGenerator, "_draft", spy)
+    out = model.generate(ids, max_new_tokens=12, do_sample=False, eos_token_id=eos, pad_token_id=2,
+                         assistant_model=draft)
+    plain = model.generate(ids, max_new_tokens=12, do_sample=False, eos_token_id=eos, pad_token_id=2)
+    assert torch.equal(out, plain)
+    assert out[0, 12:].tolist() == free[: first + 1]  # stopped right after the EOS
+    chains_with_eos = [chain for chain in proposed if eos in chain]
+    assert chains_with_eos and all(chain[-1] == eos for chain in chains_with_eos)  # the round ended at it

@@ -22,8 +22,10 @@ from hub_server import HubServer
 from huggingface_hub import ModelCard, constants, hf_hub_download
 from test_config import full_mask, make_mask
 
-from sdfp_hf.config import CONFIG_NAME, FORMAT_VERSION, SDFPConfig, SDFPConfigError
-from sdfp_hf.hub import PLOT_NAME, SDFPHubError
+from sdfp_hf import _files
+from sdfp_hf._files import OverwriteError, UnsafePathError
+from sdfp_hf.config import CONFIG_NAME, FORMAT_VERSION, MAX_CONFIG_BYTES, SDFPConfig, SDFPConfigError
+from sdfp_hf.hub import PLOT_NAME, HubMixin, SDFPHubError
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITE = "hf_alice_write"  # tokens known to the server: see tests/conftest.py
@@ -91,6 +93,117 @@ def test_save_refuses_an_invalid_mask_or_plot(tmp_path: Path) -> None:
     assert not (tmp_path / "a" / CONFIG_NAME).exists()
     with pytest.raises(ValueError, match="must be a PNG image"):
         make_mask().save_pretrained(tmp_path / "b", plot=b"GIF89a")
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file of a folder (links as their target's text), to check byte for byte that nothing changed."""
+    return {
+        p.name: (b"-> " + os.readlink(p).encode()) if p.is_symlink() else p.read_bytes()
+        for p in sorted(folder.iterdir())
+    }
+
+
+def test_an_existing_mask_and_plot_are_kept_unless_overwrite(tmp_path: Path) -> None:
+    full_mask().save_pretrained(tmp_path, plot=PNG)
+    before = snapshot(tmp_path)
+    other = make_mask(skip_layers=[0])
+    with pytest.raises(OverwriteError, match=f"{CONFIG_NAME}` already exists and is kept: pass `overwrite=True`"):
+        other.save_pretrained(tmp_path, plot=PNG + b"other")
+    assert snapshot(tmp_path) == before  # byte for byte: not even the plot was written
+    with pytest.raises(OverwriteError):
+        other.to_json_file(tmp_path / CONFIG_NAME)
+    assert snapshot(tmp_path) == before
+
+    other.save_pretrained(tmp_path, plot=PNG + b"other", overwrite=True)
+    assert SDFPConfig.from_pretrained(tmp_path) == other
+    assert (tmp_path / PLOT_NAME).read_bytes() == PNG + b"other"
+    assert (tmp_path / "README.md").read_bytes() == before["README.md"]  # a README is never replaced
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_an_existing_plot_alone_is_kept_too(tmp_path: Path) -> None:
+    (tmp_path / PLOT_NAME).write_bytes(b"\x89PNG\r\n\x1a\n an older plot")
+    before = snapshot(tmp_path)
+    with pytest.raises(OverwriteError, match=f"{PLOT_NAME}` already exists"):
+        make_mask().save_pretrained(tmp_path, plot=PNG)
+    assert snapshot(tmp_path) == before  # nor the mask nor the card: all is checked before anything is written
+
+
+def test_a_plot_already_in_place_is_not_an_overwrite(tmp_path: Path) -> None:
+    (tmp_path / PLOT_NAME).write_bytes(PNG)  # as `result.plot(folder / PLOT_NAME)` leaves it
+    make_mask().save_pretrained(tmp_path, plot=tmp_path / PLOT_NAME)
+    assert (tmp_path / PLOT_NAME).read_bytes() == PNG
+    assert f"]({PLOT_NAME})" in (tmp_path / "README.md").read_text()
+
+
+def test_a_save_killed_half_way_leaves_the_old_mask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    full_mask().save_pretrained(tmp_path, plot=PNG)
+    before = snapshot(tmp_path)
+    real_fdopen = os.fdopen
+
+    class KilledHalfWay:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def fileno(self):
+            return self.handle.fileno()
+
+        def write(self, data):
+            self.handle.write(data[: len(data) // 2])
+            self.handle.flush()
+            raise KeyboardInterrupt  # the user's Ctrl-C, half-way through the mask
+
+    def fdopen(fd, mode):
+        return KilledHalfWay(real_fdopen(fd, mode)) if mode == "wb" else real_fdopen(fd, mode)
+
+    monkeypatch.setattr(_files.os, "fdopen", fdopen)
+    with pytest.raises(KeyboardInterrupt):
+        make_mask(skip_layers=[0]).save_pretrained(tmp_path, overwrite=True)
+    monkeypatch.undo()
+    assert snapshot(tmp_path) == before
+    assert SDFPConfig.from_pretrained(tmp_path) == full_mask()
+
+
+@pytest.mark.parametrize("name", [CONFIG_NAME, PLOT_NAME])
+def test_a_save_never_follows_a_symbolic_link(tmp_path: Path, name: str) -> None:
+    folder, outside = tmp_path / "mask", tmp_path / "precious.txt"
+    folder.mkdir()
+    outside.write_bytes(b"a file of the user's, elsewhere")
+    (folder / name).symlink_to(outside)
+    for overwrite in (False, True):
+        with pytest.raises(UnsafePathError, match=f"{name}` is a symbolic link to .*outside its folder"):
+            make_mask().save_pretrained(folder, plot=PNG, overwrite=overwrite)
+    assert outside.read_bytes() == b"a file of the user's, elsewhere"
+    assert sorted(p.name for p in folder.iterdir()) == [name]
+
+
+def test_a_readme_link_out_of_the_folder_is_left_alone(tmp_path: Path) -> None:
+    folder, outside = tmp_path / "mask", tmp_path / "not-yet-a-file.md"
+    folder.mkdir()
+    (folder / "README.md").symlink_to(outside)  # dangling: following it would create a file elsewhere
+    make_mask().save_pretrained(folder)
+    assert not outside.exists()
+    assert (folder / "README.md").is_symlink()
+    assert SDFPConfig.from_pretrained(folder) == make_mask()
+
+
+def test_paths_expand_home_and_environment_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("SDFP_TEST_MASKS", str(tmp_path / "masks"))
+    make_mask().save_pretrained("~/m", plot=PNG)
+    assert (tmp_path / "m" / CONFIG_NAME).is_file()
+    assert SDFPConfig.from_pretrained("~/m") == make_mask()
+    assert SDFPConfig.from_pretrained("~/m/" + CONFIG_NAME) == make_mask()
+    make_mask().save_pretrained("$SDFP_TEST_MASKS/m", plot="~/m/" + PLOT_NAME)
+    assert SDFPConfig.from_pretrained("${SDFP_TEST_MASKS}/m") == make_mask()
+    make_mask().to_json_file("~/single.json")
+    assert SDFPConfig.from_json_file("~/single.json") == make_mask()
 
 
 def test_a_folder_without_a_mask(tmp_path: Path) -> None:
@@ -370,6 +483,98 @@ def test_connection_refused(hub_server: HubServer) -> None:
     assert "could not reach the Hub at http://127.0.0.1" in result["load"]
     assert "check the network connection" in result["load"]
     assert "could not reach the Hub at http://127.0.0.1" in result["push"]
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub retries server errors and dropped downloads with waits of seconds: skip the waits."""
+    import time
+
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_a_server_error_says_it_is_the_hub(hub_server: HubServer, no_backoff: None, status: int) -> None:
+    repo_id = unique("mask")
+    hub_server.add_repo(repo_id, files={CONFIG_NAME: make_mask().to_json_string().encode()})
+    hub_server.fail(repo_id, status)
+    with pytest.raises(SDFPHubError) as info:
+        SDFPConfig.from_pretrained(repo_id)
+    message = str(info.value)
+    assert f"the Hub answered {status}, a server error" in message
+    assert "not your set-up; try again in a few minutes" in message
+    assert "check the network connection" not in message  # the network is fine: the Hub answered
+
+
+def test_a_server_error_is_answered_from_the_cache(hub_server: HubServer, no_backoff: None) -> None:
+    repo_id = unique("mask")
+    make_mask().push_to_hub(repo_id, token=WRITE)
+    assert SDFPConfig.from_pretrained(repo_id) == make_mask()
+    hub_server.fail(repo_id, 503)
+    assert SDFPConfig.from_pretrained(repo_id) == make_mask()
+
+
+def test_a_server_error_while_pushing(hub_server: HubServer, no_backoff: None) -> None:
+    repo_id = unique("mask")
+    make_mask().push_to_hub(repo_id, token=WRITE)
+    hub_server.fail(repo_id, 502)
+    with pytest.raises(SDFPHubError, match=r"could not push .* the Hub answered 502, a server error.*try again"):
+        make_mask(skip_layers=[0]).push_to_hub(repo_id, token=WRITE)
+
+
+@pytest.mark.parametrize(
+    "token, granted, message",
+    [
+        (None, (), "is gated: request access on its page, then pass a token"),
+        (BOB, (), "is gated: request access on its page"),
+        (BOB, ("bob",), None),
+        (READ, (), None),  # the owner
+    ],
+    ids=["no token", "not granted", "granted", "owner"],
+)
+def test_a_gated_repository(hub_server: HubServer, token: str | None, granted: tuple, message: str | None) -> None:
+    repo_id = unique("gated-mask")
+    hub_server.add_repo(repo_id, files={CONFIG_NAME: make_mask().to_json_string().encode()})
+    hub_server.gate(repo_id, granted=granted)
+    if message is None:
+        assert SDFPConfig.from_pretrained(repo_id, token=token) == make_mask()
+    else:
+        with pytest.raises(SDFPHubError, match=message):
+            SDFPConfig.from_pretrained(repo_id, token=token)
+
+
+@pytest.mark.parametrize("hang_up", [True, False], ids=["connection dropped", "short response"])
+def test_a_download_cut_short(hub_server: HubServer, no_backoff: None, hang_up: bool) -> None:
+    repo_id = unique("mask")
+    text = make_mask().to_json_string().encode()
+    hub_server.add_repo(repo_id, files={CONFIG_NAME: text})
+    hub_server.truncate(repo_id, CONFIG_NAME, keep=len(text) // 2, hang_up=hang_up)
+    with pytest.raises(SDFPHubError, match=r"the download of the sdfp mask .* was cut short .*: try again"):
+        SDFPConfig.from_pretrained(repo_id)
+    hub_server.truncated.clear()  # the connection is back: the next try loads the whole mask
+    assert SDFPConfig.from_pretrained(repo_id) == make_mask()
+
+
+def test_an_oversized_file_is_refused_before_its_body_is_read(hub_server: HubServer) -> None:
+    assert HubMixin.hub_max_file_bytes is None and SDFPConfig.hub_max_file_bytes == MAX_CONFIG_BYTES
+    repo_id = unique("huge")
+    hub_server.add_repo(repo_id)
+    hub_server.add_large_file(repo_id, CONFIG_NAME, MAX_CONFIG_BYTES + 1)
+    with pytest.raises(SDFPHubError, match=f"is {MAX_CONFIG_BYTES + 1} bytes, more than the {MAX_CONFIG_BYTES} any sdfp"):
+        SDFPConfig.from_pretrained(repo_id)
+    assert hub_server.downloads(repo_id) == []  # only the metadata was asked for
+    assert ("HEAD", f"/{repo_id}/resolve/main/{CONFIG_NAME}") in hub_server.requests
+
+
+def test_a_file_at_the_cap_is_downloaded(hub_server: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = make_mask().to_json_string().encode()
+    monkeypatch.setattr(SDFPConfig, "hub_max_file_bytes", len(text))
+    repo_id = unique("mask")
+    hub_server.add_repo(repo_id, files={CONFIG_NAME: text})
+    assert SDFPConfig.from_pretrained(repo_id) == make_mask()
+    monkeypatch.setattr(SDFPConfig, "hub_max_file_bytes", len(text) - 1)
+    with pytest.raises(SDFPHubError, match="more than the"):
+        SDFPConfig.from_pretrained(repo_id)  # cached, but the Hub's metadata is asked first
 
 
 def test_the_server_really_checks_downloads(hub_server: HubServer) -> None:

@@ -7,9 +7,9 @@ import torch
 import yaml
 from huggingface_hub import ModelCard
 from test_hub import WRITE, run_python, unique
-from tiny_models import prompt, tiny_model
+from tiny_models import prompt, tiny_model, tiny_tokenizer
 
-from sdfp_hf import DraftingOptions, SDFPAssistant
+from sdfp_hf import DraftingOptions, SDFPAssistant, load_model
 from sdfp_hf.config import SDFPConfigError
 
 # Statistics are compared between runs: draft alone, so no timing-adaptive choice enters.
@@ -136,3 +136,15 @@ def test_profiled_draft_carries_its_scores_and_round_trips(tmp_path):
     assert SDFPAssistant.from_pretrained(model, tmp_path).skip == draft.skip
     with pytest.raises(TypeError, match="profiling arguments"):
         SDFPAssistant.from_target(model, skip_layers=[1], seed=3)
+
+
+def test_masks_and_models_by_home_relative_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("SDFP_TEST_NAME", "tiny")
+    model = tiny_model("llama")
+    model.save_pretrained(tmp_path / "tiny")
+    tiny_tokenizer().save_pretrained(tmp_path / "tiny")
+    SDFPAssistant.from_target(model, skip_layers=[1]).sdfp_config.save_pretrained("~/masks/$SDFP_TEST_NAME")
+    loaded, _ = load_model("~/$SDFP_TEST_NAME")
+    assert SDFPAssistant.from_pretrained(loaded, "~/masks/tiny").skip.layers == (1,)
+    assert SDFPAssistant.from_target(loaded, mask="$HOME/masks/${SDFP_TEST_NAME}").skip.layers == (1,)

@@ -37,3 +37,26 @@ def test_plot_without_matplotlib_says_what_to_install(monkeypatch):
     with pytest.raises(ImportError, match=r"pip install 'sdfp-hf\[plot\]'"):
         plot_scores(scores_of([1, 2]))
     warnings.simplefilter("default")
+
+
+def test_an_existing_plot_is_kept_unless_overwrite(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from sdfp_hf._files import OverwriteError, UnsafePathError
+    from sdfp_hf.plot import plot_scores
+
+    scores = scores_of([3, 1, 2, 4])
+    (tmp_path / "scores.png").write_bytes(b"my own picture")
+    with pytest.raises(OverwriteError, match=r"scores.png` already exists and is kept: pass `overwrite=True`"):
+        plot_scores(scores, path=tmp_path / "scores.png")
+    assert (tmp_path / "scores.png").read_bytes() == b"my own picture"
+    plot_scores(scores, path=tmp_path / "scores.png", overwrite=True)
+    assert (tmp_path / "scores.png").read_bytes()[:4] == b"\x89PNG"
+
+    (tmp_path / "link.png").symlink_to(tmp_path / "elsewhere.png")
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        plot_scores(scores, path=tmp_path / "link.png", overwrite=True)
+    assert not (tmp_path / "elsewhere.png").exists()
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert plot_scores(scores, path="~/home.png") == str(tmp_path / "home.png")
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

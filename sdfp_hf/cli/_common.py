@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import sys
@@ -12,6 +11,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from .._files import expand
 
 PROG = "sdfp"
 DTYPES = ("float32", "bfloat16", "float16", "auto", "fp32", "bf16", "fp16")
@@ -58,7 +59,7 @@ def non_negative_float(text: str) -> float:
 
 def expanded(text: str) -> str:
     """A path argument with `~` and environment variables expanded, as the Python API expands them."""
-    return os.path.expanduser(os.path.expandvars(text))
+    return expand(text)
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):

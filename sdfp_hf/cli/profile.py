@@ -31,7 +31,8 @@ EPILOG = (
     f"  {PROG} profile smollm2-135m --out smollm2-mask                 # data-free, skip ratio chosen automatically\n"
     f"  {PROG} profile smollm2-135m --calibration prompts.jsonl --skip-ratio 0.3 --out mask\n"
     f"  {PROG} profile Qwen/Qwen2.5-0.5B --dataset wikitext --dataset-config wikitext-2-raw-v1 --out mask\n"
-    f"  {PROG} profile smollm2-135m --out mask --push-to-hub my-user/smollm2-135m-sdfp"
+    f"  {PROG} profile smollm2-135m --out mask --push-to-hub my-user/smollm2-135m-sdfp\n"
+    f"  {PROG} profile smollm2-135m --out smollm2-mask --overwrite     # replace an earlier mask"
 )
 
 
@@ -81,6 +82,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--out", metavar="DIR", default=None, type=expanded,
         help="mask folder to write (default: ./<model name>-sdfp-mask)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a mask and score plot the folder already holds (default: refuse, before profiling)",
+    )
     hub = p.add_argument_group("publishing")
     hub.add_argument("--push-to-hub", metavar="REPO", default=None, help="also publish the mask to this Hub repository")
     hub.add_argument("--private", action="store_true", help="create the repository as private")
@@ -114,15 +120,32 @@ def _describe(args: argparse.Namespace, source: Any) -> str:
     return f"dataset {args.dataset}"
 
 
-def run(args: argparse.Namespace) -> int:
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse, before any profiling, a folder whose mask or plot would be replaced without --overwrite."""
+    from ..config import CONFIG_NAME
     from ..hub import PLOT_NAME
-    from ..profiler import profile
 
-    source = _calibration_source(args)
-    model, tokenizer = load_target(args)
-    out = Path(args.out if args.out is not None else default_out(args.model))
     if out.exists() and not out.is_dir():
         raise CommandError(f"--out `{out}` is a file, not a folder")
+    for name in (CONFIG_NAME, PLOT_NAME):
+        path = out / name
+        if path.is_symlink():
+            raise CommandError(f"`{path}` is a symbolic link: sdfp never writes through a link; remove it or choose --out")
+        if path.exists() and not overwrite:
+            raise CommandError(
+                f"`{out}` already holds a mask ({path}) and is kept: pass --overwrite to replace it, or choose "
+                "another folder with --out"
+            )
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._files import OverwriteError
+    from ..profiler import profile
+
+    out = Path(args.out if args.out is not None else default_out(args.model))
+    _check_out(out, args.overwrite)
+    source = _calibration_source(args)
+    model, tokenizer = load_target(args)
     kwargs: dict[str, Any] = {
         "tokenizer": tokenizer,
         "skip_ratio": args.skip_ratio,
@@ -137,18 +160,20 @@ def run(args: argparse.Namespace) -> int:
     result = profile(model, source, **kwargs)
     mask = result.to_config(model)
 
-    out.mkdir(parents=True, exist_ok=True)
-    plot_path: Path | None = out / PLOT_NAME
+    png: bytes | None
     try:
-        result.plot(str(plot_path))
+        png = result.plot()
     except ImportError as e:
         hint = ": install it with pip install 'sdfp-hf[plot]'" if e.name == "matplotlib" else ""
         warnings.warn(f"no score plot written ({e}){hint}", stacklevel=1)
-        plot_path = None
-    mask.save_pretrained(out, plot=plot_path)
-    _print_result(mask, out, plot_path is not None)
+        png = None
+    try:
+        mask.save_pretrained(out, plot=png, overwrite=args.overwrite)
+    except OverwriteError as e:  # written meanwhile, by someone else
+        raise CommandError(f"`{e.path}` already exists and is kept: pass --overwrite to replace it") from None
+    _print_result(mask, out, png is not None)
     if args.push_to_hub:
-        url = mask.push_to_hub(args.push_to_hub, private=args.private or None, token=args.token, plot_path=plot_path)
+        url = mask.push_to_hub(args.push_to_hub, private=args.private or None, token=args.token, plot_path=png)
         print(f"published to {args.push_to_hub}: {url}")
     print(f'next: {PROG} generate {args.model} --mask {out} "your prompt"')
     return 0

@@ -11,6 +11,11 @@ not change:
 The hook relies on private transformers API; `install_candidate_generator` checks it by capability
 (`sdfp_hf._compat`) and fails with a clear message if transformers changed underneath, rather than
 silently drafting another way.
+
+With an sdfp-hf draft, `generate` options that would pick or shape another candidate generator
+(`REFUSED_OPTIONS`: prompt lookup, early exit, multi-token prediction, ensemble verification, ...) or
+that assisted decoding reads from the draft rather than from `generate` (`DRAFT_SETTINGS`) would be
+dropped without a word: each is refused with a `ValueError` that names it and says what to do instead.
 """
 
 from __future__ import annotations
@@ -18,14 +23,40 @@ from __future__ import annotations
 import types
 from typing import TYPE_CHECKING, Any
 
-from .._compat import CandidateGenerator, check_transformers
+from .._compat import CandidateGenerator, check_transformers, generation_defaults
 from .chain import SDFPCandidateGenerator
 from .protocol import SelfDraft
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel
+    from transformers import GenerationConfig, PreTrainedModel
 
-__all__ = ["install_candidate_generator"]
+__all__ = ["DRAFT_SETTINGS", "REFUSED_OPTIONS", "install_candidate_generator"]
+
+_LOOKUP = (
+    "sdfp-hf's drafting does its own prompt lookup, planned round by round: drop it (tune the draft's with "
+    "`DraftingOptions(prompt_lookup=..., lookup_tokens=...)`), or drop `assistant_model` for transformers' "
+    "prompt lookup alone"
+)
+
+REFUSED_OPTIONS: dict[str, str] = {
+    "prompt_lookup_num_tokens": _LOOKUP,
+    "max_matching_ngram_size": _LOOKUP,
+    "assistant_early_exit": (
+        "the sdfp-hf draft already is a draft of the model's own layers: drop it, or drop `assistant_model` for "
+        "transformers' early exit"
+    ),
+    "use_mtp": "multi-token prediction is another drafter: use it or the sdfp-hf draft, not both",
+    "speculation_type": "that selects another drafter: drop it, or drop `assistant_model`",
+    "assistant_ensemble_weight": (
+        "sdfp-hf keeps assisted decoding lossless, and its prompt-lookup rounds carry no draft distribution to "
+        "mix: drop it"
+    ),
+}
+"""`generate` options (`GenerationConfig` fields) that choose or change the candidate generator, which an
+sdfp-hf draft replaces: each is refused by name, with what to do instead."""
+
+DRAFT_SETTINGS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
+"""Read by assisted decoding from the draft's own generation config, never from `generate`'s options."""
 
 
 def install_candidate_generator(model: PreTrainedModel) -> None:
@@ -55,8 +86,9 @@ def _get_candidate_generator(self: PreTrainedModel, **kwargs: Any) -> CandidateG
             f"generation supports no other), got a batch of {kwargs['input_ids'].shape[0]}: "
             "generate one prompt at a time"
         )
-    if kwargs.get("target_tokenizer") is not None and kwargs.get("assistant_tokenizer") is not None:
+    if kwargs.get("assistant_tokenizer") is not None:
         raise ValueError("an sdfp-hf draft shares the target's tokenizer: do not pass `assistant_tokenizer`")
+    _refuse_ignored_options(self, assistant, kwargs["generation_config"])
     return SDFPCandidateGenerator(
         input_ids=kwargs["input_ids"],
         assistant_model=assistant,
@@ -65,3 +97,23 @@ def _get_candidate_generator(self: PreTrainedModel, **kwargs: Any) -> CandidateG
         inputs_tensor=kwargs.get("inputs_tensor"),
         logits_processor=kwargs["logits_processor"],
     )
+
+
+def _refuse_ignored_options(target: PreTrainedModel, draft: SelfDraft, generation_config: GenerationConfig) -> None:
+    """Raise a `ValueError` naming the first `generate` option an sdfp-hf draft would silently drop."""
+    for name, hint in REFUSED_OPTIONS.items():
+        value = getattr(generation_config, name, None)
+        if value is not None and value is not False:
+            raise ValueError(f"`{name}={value!r}` cannot be combined with an sdfp-hf draft (`assistant_model`): {hint}")
+    # A draft setting given to `generate` is the one value here that is neither transformers' default, nor the
+    # target's own generation config's, nor the draft's (assisted decoding reads the draft's).
+    defaults = generation_defaults()
+    for name in DRAFT_SETTINGS:
+        value = getattr(generation_config, name, None)
+        known = (defaults.get(name), getattr(target.generation_config, name, None), getattr(draft.generation_config, name, None))
+        if value is not None and value not in known:
+            raise ValueError(
+                f"`{name}={value!r}` given to `generate` is not used: assisted decoding reads it from the draft, "
+                f"which has {getattr(draft.generation_config, name, None)!r}. Set it on the draft instead: "
+                f"`SDFPAssistant.from_target(model, ..., {name}=...)` or `draft.set_draft_settings({name}=...)`"
+            )
