@@ -30,7 +30,6 @@ if args.mask:
     draft = SDFPAssistant.from_pretrained(model, args.mask)
 else:
     draft = SDFPAssistant.from_target(model, tokenizer=tokenizer)
-n = model.config.num_hidden_layers
 
 if tokenizer.chat_template:
     messages = [{"role": "user", "content": args.prompt}]
@@ -52,7 +51,7 @@ fast, fast_seconds = generate(assistant_model=draft)
 plain, plain_seconds = generate()
 
 print(tokenizer.decode(fast, skip_special_tokens=True))
-print(f"\ndraft: {len(draft.skip.kept_layers)} of {n} layers; {draft.stats}")
+print(f"\ndraft: {draft.plan.describe()}; {draft.stats}")
 print(
     f"speedup over plain generation: {plain_seconds / fast_seconds:.2f}x ({plain_seconds:.2f} s -> {fast_seconds:.2f} s)"
 )

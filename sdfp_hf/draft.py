@@ -119,6 +119,9 @@ class DraftModel:
         softcap = getattr(self.config.get_text_config(), "final_logit_softcapping", None)
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
+            head = self.get_output_embeddings()
+            if head.ids is not None:  # the cap turned the tokens the draft does not score into -cap
+                logits = logits.masked_fill(~head.scored, float("-inf"))
         return logits
 
     @property
@@ -193,6 +196,9 @@ class DraftHead(nn.Module):
         bias = None if getattr(head, "bias", None) is None else head.bias.detach()
         self.vocab_size = weight.shape[0]
         self.register_buffer("ids", None if draft_vocab is None else torch.tensor(draft_vocab, device=weight.device))
+        self.register_buffer("scored", None)
+        if self.ids is not None:
+            self.scored = torch.zeros(self.vocab_size, dtype=torch.bool, device=weight.device).index_fill_(0, self.ids, True)
         if self.ids is not None:
             # A copy of the kept rows (not a view): a contiguous matrix is what makes the step cheaper.
             weight = weight[self.ids].contiguous()

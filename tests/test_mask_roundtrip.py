@@ -105,7 +105,7 @@ def test_a_mask_for_another_model_is_refused(tmp_path):
     other = tiny_model("qwen2")
     with pytest.raises(SDFPConfigError, match=r"model type `llama`.*model type `qwen2`.*sdfp profile"):
         SDFPAssistant.from_pretrained(other, tmp_path / "mask")
-    with pytest.raises(ValueError, match="either an explicit plan \(skip lists, `quantize`\) or a `mask`"):
+    with pytest.raises(ValueError, match=r"either an explicit plan \(skip lists, `quantize`\) or a `mask`"):
         SDFPAssistant.from_target(small, skip_layers=[1], mask=tmp_path / "mask")
 
 

@@ -44,7 +44,7 @@ def test_auto_picks_the_best_predicted_speedup(monkeypatch):
     model = tiny_model("llama", seed=1)
     monkeypatch.setattr(prof, "measure_step_costs", _fake_costs(0.05))
     result = profile(model, num_sequences=3, sequence_length=24, auto_ratios=(0.17, 0.34, 0.5),
-                     auto_new_tokens=16, progress=False)
+                     auto_new_tokens=16, draft_memory=0, progress=False)
     assert result.predicted["speedup"] == max(c["speedup"] for c in result.candidates)
     assert result.predicted["speedup"] > 1.0
     assert result.skip_ratio in (0.17, 0.34, 0.5)
@@ -58,10 +58,45 @@ def test_auto_picks_the_best_predicted_speedup(monkeypatch):
 def test_auto_never_returns_a_draft_predicted_slower_silently(monkeypatch):
     model = tiny_model("llama", seed=1)
     monkeypatch.setattr(prof, "measure_step_costs", _fake_costs(1.5))  # a draft step dearer than a target step
-    with pytest.warns(NoSpeedupWarning, match="smallest draft tried"):
+    with pytest.warns(NoSpeedupWarning, match=r"returning the first candidate \(skip ratio 0.17\)"):
         result = profile(model, num_sequences=2, sequence_length=16, auto_ratios=(0.34, 0.17),
-                         auto_new_tokens=12, progress=False)
+                         auto_new_tokens=12, draft_memory=0, progress=False)
     assert result.skip_ratio == 0.17
     with pytest.raises(ValueError, match="no candidate draft is predicted faster"):
         profile(model, num_sequences=2, sequence_length=16, auto_ratios=(0.17,), auto_new_tokens=12,
-                on_no_speedup="raise", progress=False)
+                on_no_speedup="raise", draft_memory=0, progress=False)
+    with pytest.raises(ValueError, match="no candidate draft is predicted faster"):
+        profile(model, num_sequences=2, sequence_length=16, auto_new_tokens=12, on_no_speedup="raise", progress=False)
+
+
+def test_auto_with_room_for_quantized_copies_picks_a_plan_within_the_budget(monkeypatch):
+    from sdfp_hf.selection import plan_nbytes
+
+    model = tiny_model("llama", seed=1)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    monkeypatch.setattr(prof, "measure_step_costs", _fake_costs(0.05))
+    result = profile(model, num_sequences=3, sequence_length=24, auto_new_tokens=16, progress=False)
+    assert result.plan.is_quantized and result.scores.method == "fit_quant"
+    assert result.predicted["speedup"] == max(c["speedup"] for c in result.candidates) > 1.0
+    assert plan_nbytes(model, result.plan) <= 0.5 * weights
+    assert {c["name"] for c in result.candidates} >= {"int4"}
+    config = result.to_config(model)
+    assert config.plan == result.plan and config.format_version == 2
+    assert config.measurements["draft_memory_bytes"] == plan_nbytes(model, result.plan)
+    draft = SDFPAssistant.from_target(model, num_sequences=3, sequence_length=24, auto_new_tokens=16, progress=False)
+    assert draft.extra_bytes == plan_nbytes(model, draft.plan) <= 0.5 * weights
+    # a budget of bytes, or a size with its unit
+    smaller = profile(model, num_sequences=3, sequence_length=24, auto_new_tokens=16, draft_memory="120KiB", progress=False)
+    assert plan_nbytes(model, smaller.plan) <= 120 * 1024
+    with pytest.raises(ValueError, match="no quantized draft fits in draft_memory"):
+        profile(model, num_sequences=3, sequence_length=24, draft_memory=1000, progress=False)
+    with pytest.raises(ValueError, match="draft_memory must be"):
+        profile(model, draft_memory="lots", progress=False)
+
+
+def test_draft_memory_zero_gives_a_draft_that_holds_nothing_of_its_own(monkeypatch):
+    model = tiny_model("llama", seed=1)
+    monkeypatch.setattr(prof, "measure_step_costs", _fake_costs(0.05))
+    draft = SDFPAssistant.from_target(model, draft_memory=0, num_sequences=3, sequence_length=24,
+                                      auto_new_tokens=16, progress=False)
+    assert not draft.plan.is_quantized and draft.extra_bytes == 0

@@ -18,9 +18,10 @@ from torch import nn
 
 from sdfp_hf import DraftingOptions, SDFPAssistant, SDFPConfig
 from sdfp_hf.config import SDFPConfigError
-from sdfp_hf.draft import build_draft, plan_nbytes
+from sdfp_hf.draft import build_draft
 from sdfp_hf.plan import DraftPlan
 from sdfp_hf.quantize import Int4Linear, Int8Linear, QuantizedLinear, quantized_linear
+from sdfp_hf.selection import plan_nbytes
 
 MIXED = dict(
     skip_layers=[2],
