@@ -108,8 +108,8 @@ def _ratio(text: str, where: str) -> float:
         ratio = float(text)
     except ValueError:
         raise ValueError(f"skip ratio {text!r} in {where!r} is not a number: use e.g. 0.25") from None
-    if not 0.0 < ratio < 1.0:
-        raise ValueError(f"skip ratio must be in (0, 1), got {ratio} in {where!r}")
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"skip ratio must be in [0, 1), got {ratio} in {where!r}")
     return ratio
 
 
@@ -165,6 +165,8 @@ def select_skip_layers(model: PreTrainedModel, selector: str, ratio: float) -> l
     """
     num_layers = num_decoder_layers(model)
     k = round(ratio * num_layers)
+    if k == 0 and ratio == 0:  # nothing skipped: a plan that only quantizes (`evenly:0:quantize=int4`)
+        return []
     if not 1 <= k <= num_layers - 2:
         raise ValueError(
             f"skip ratio {ratio} of {num_layers} layers skips {k}; it must skip 1..{num_layers - 2} "

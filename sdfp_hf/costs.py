@@ -95,6 +95,7 @@ def measure_step_costs(
     *,
     context_length: int = 128,
     repeats: int = 9,
+    warmup: int = 2,
     verify_tokens: int = MAX_DRAFT + 1,
 ) -> tuple[list[float], StepCosts]:
     """Time one decoding step of the target and of each draft, interleaved, on this machine.
@@ -129,7 +130,7 @@ def measure_step_costs(
         draft(input_ids=token, position_ids=position, cache=draft_cache, use_cache=True, logits_to_keep=1)
         return time.perf_counter() - t
 
-    for _ in range(2):  # warm up
+    for _ in range(warmup):
         target_step(1)
         for d in drafts:
             draft_step(d)

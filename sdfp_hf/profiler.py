@@ -203,7 +203,7 @@ def profile(
     seed: int = 0,
     auto_ratios: Sequence[float] = AUTO_RATIOS,
     auto_prompts: int = 6,
-    auto_new_tokens: int = 40,
+    auto_new_tokens: int = 32,
     on_no_speedup: str = "warn",
     progress: bool = True,
     **score_kwargs: Any,
@@ -235,7 +235,7 @@ def profile(
         seed (`int`, *optional*, defaults to 0): seed of calibration sampling and scoring.
         auto_ratios (`list[float]`, *optional*): candidate ratios for ``"auto"``.
         auto_prompts (`int`, *optional*, defaults to 6): prompts on which ``"auto"`` replays acceptance.
-        auto_new_tokens (`int`, *optional*, defaults to 40): greedy tokens generated per prompt for it.
+        auto_new_tokens (`int`, *optional*, defaults to 32): greedy tokens generated per prompt for it.
         on_no_speedup (`str`, *optional*, defaults to ``"warn"``): what ``"auto"`` does when no candidate is
             predicted faster than plain decoding: ``"warn"`` issues a `NoSpeedupWarning` and returns the
             smallest draft tried (the fewest skips: the most accurate, the least at risk); ``"raise"``
@@ -347,7 +347,8 @@ def _profile_quantized(
             )
     timings["calibration"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    scores = score_layers(model, data, "fit_quant", seed=seed, progress=progress, **score_kwargs)
+    # FIT's statistics settle on a few hundred tokens: the first 4 sequences (one pass) are enough
+    scores = score_layers(model, data.batches(4)[0], "fit_quant", seed=seed, progress=progress, **score_kwargs)
     timings["scoring"] = time.perf_counter() - t1
     provenance = dict(data.provenance)
     provenance["dtype"] = str(model.get_input_embeddings().weight.dtype).removeprefix("torch.")
@@ -400,7 +401,7 @@ def _trajectories(model, data: CalibrationData, num_prompts: int, new_tokens: in
 def _choose(model, plans, trajectories, on_no_speedup, progress, *, stop_after_falls=None, copies=None):
     """Measure every candidate plan's step cost (interleaved) and replayed acceptance; the best predicted one."""
     drafts = [build_draft(model, plan, copies=copies) for _, plan, _ in plans]
-    draft_costs, target = measure_step_costs(model, drafts, repeats=5)
+    draft_costs, target = measure_step_costs(model, drafts, repeats=5, warmup=1)
     candidates: list[dict[str, Any]] = []
     with tqdm(total=len(plans), desc="auto: replaying drafts", disable=not progress, leave=False) as bar:
         for (name, plan, info), draft, cost in zip(plans, drafts, draft_costs):

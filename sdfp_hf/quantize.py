@@ -133,26 +133,43 @@ class QuantizedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, format={self.format}"
 
 
+_ROWS = 256  # rows rounded at a time: each step's float32 work stays in the processor's cache
+
+
 def _int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Round to nearest, one symmetric scale per row: (q int8, scale); ``weight ~ q * scale[:, None]``."""
-    w = weight.detach().float()  # a new tensor: the target's weight is only read
-    scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12).to(COMPUTE_DTYPE)
-    return torch.round(w / scale.float()[:, None]).clamp_(-127, 127).to(torch.int8).contiguous(), scale
+    q = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
+    scale = torch.empty(weight.shape[0], dtype=COMPUTE_DTYPE, device=weight.device)
+    for start in range(0, weight.shape[0], _ROWS):
+        rows = slice(start, start + _ROWS)
+        w = weight[rows].detach().to(torch.float32, copy=True)  # the target's weight is only read
+        scale[rows] = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+        q[rows] = w.div_(scale[rows].float()[:, None]).round_().clamp_(-127, 127)
+    return q, scale
 
 
-def _int4(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _int4(weight: torch.Tensor, group_size: int, error: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Round to nearest per group of columns: (q in 0..15, scale, zero); ``weight ~ (q - 8) * scale + zero``.
 
-    q has shape (rows, groups, group_size), scale and zero (rows, groups).
+    q has shape (rows, groups, group_size) (int32), scale and zero (rows, groups). With `error`, the first
+    item is instead what the rounding changes in `weight` (float32, its shape).
     """
     out_features, in_features = weight.shape
-    groups = weight.detach().float().reshape(out_features, in_features // group_size, group_size)
-    low, high = groups.amin(-1), groups.amax(-1)
-    # the scale and zero point are rounded to the kernel's dtype first, and q computed with them
-    scale = ((high - low) / 15.0).clamp(min=1e-6).to(COMPUTE_DTYPE)
-    zero = (low + 8.0 * scale.float()).to(COMPUTE_DTYPE)
-    q = torch.round((groups - zero.float()[..., None]) / scale.float()[..., None] + 8.0).clamp_(0, 15)
-    return q, scale, zero
+    groups = in_features // group_size
+    q = torch.empty((out_features, groups, group_size), dtype=torch.float32 if error else torch.int32, device=weight.device)
+    scale = torch.empty((out_features, groups), dtype=COMPUTE_DTYPE, device=weight.device)
+    zero = torch.empty_like(scale)
+    for start in range(0, out_features, _ROWS):
+        rows = slice(start, start + _ROWS)
+        w = weight[rows].detach().to(torch.float32, copy=True).reshape(-1, groups, group_size)
+        low, high = w.amin(-1), w.amax(-1)
+        # the scale and zero point are rounded to the kernel's dtype first, and q computed with them
+        scale[rows] = ((high - low) / 15.0).clamp(min=1e-6)
+        zero[rows] = low + 8.0 * scale[rows].float()
+        s, z = scale[rows].float()[..., None], zero[rows].float()[..., None]
+        r = (w - z).div_(s).add_(8.0).round_().clamp_(0, 15)
+        q[rows] = r.sub_(8.0).mul_(s).add_(z).sub_(w) if error else r
+    return (q.reshape(weight.shape) if error else q), scale, zero
 
 
 def rounding_error(weight: torch.Tensor, fmt: str, group_size: int) -> torch.Tensor:
@@ -162,11 +179,8 @@ def rounding_error(weight: torch.Tensor, fmt: str, group_size: int) -> torch.Ten
         return torch.zeros_like(weight, dtype=torch.float32)
     if fmt == "int8":
         q, scale = _int8(weight)
-        approx = q.float() * scale.float()[:, None]
-    else:
-        q, scale, zero = _int4(weight, size)
-        approx = ((q - 8.0) * scale.float()[..., None] + zero.float()[..., None]).reshape(weight.shape)
-    return approx - weight.detach().float()
+        return q.float().mul_(scale.float()[:, None]).sub_(weight.detach().float())
+    return _int4(weight, size, error=True)[0]
 
 
 class Int8Linear(QuantizedLinear):
@@ -194,7 +208,7 @@ class Int4Linear(QuantizedLinear):
         super().__init__(out_features, in_features, bias)
         self.group_size = group_size
         q, scale, zero = _int4(weight, group_size)
-        self.register_buffer("qweight", int4_pack(q.reshape(out_features, in_features).to(torch.int32)))
+        self.register_buffer("qweight", int4_pack(q.reshape(out_features, in_features)))
         # (in_features / group_size, out_features, 2): the kernel's layout of (scale, zero) pairs
         self.register_buffer("scales_and_zeros", torch.stack([scale, zero], -1).transpose(0, 1).contiguous())
 

@@ -250,10 +250,10 @@ def quantized_plans(
 ) -> list[tuple[str, DraftPlan]]:
     """Candidate plans that quantize every kept branch (and the head, int8), within `budget` bytes.
 
-    Uniform int4; with ``"fit_quant"`` `scores`, int4 with the branches that lose most to int4 per byte kept
-    int8, covering each of `shares` of the decoder's bytes (the FIT of mixed-precision quantization);
-    without them, uniform int8. Plans over the budget and duplicates are left out; the list runs from the
-    most memory to the least.
+    With ``"fit_quant"`` `scores`: int4 with the branches that lose most to int4 per byte kept int8, covering
+    each of `shares` of the decoder's bytes (the FIT of mixed-precision quantization), and uniform int4;
+    without them, uniform int8 and int4. Plans over the budget and duplicates are left out, and uniform
+    int4 is kept only when no mix fits; the list runs from the most memory to the least.
 
     Args:
         model (`PreTrainedModel`): the target.
@@ -269,9 +269,10 @@ def quantized_plans(
     n = len(layers)
     skip = skip or SkipSet(n)
     lists = skip.to_lists()
-    candidates = [("int4", DraftPlan.from_lists(n, **lists, quantize="int4", head="int8", group_size=group_size))]
-    if scores is None or scores.method != "fit_quant":  # without sensitivities, uniform int8 is the other end
-        candidates.append(("int8", DraftPlan.from_lists(n, **lists, quantize="int8", group_size=group_size)))
+    uniform = {
+        fmt: DraftPlan.from_lists(n, **lists, quantize=fmt, head="int8", group_size=group_size) for fmt in QUANTIZED
+    }
+    candidates = []
     if scores is not None and scores.method == "fit_quant":
         branches = [(i, kind) for i in range(n) for kind in ("attention", "mlp")]
         size = {b: float(sum(p.numel() for p in spec.branch(layers[b[0]], b[1]).parameters())) for b in branches}
@@ -288,12 +289,16 @@ def quantized_plans(
             precisions = {kind: ["int8" if (i, kind) in kept else "int4" for i in range(n)] for kind in ("attention", "mlp")}
             plan = DraftPlan.from_lists(n, **lists, **precisions, head="int8", group_size=group_size)
             candidates.append((f"int4+int8:{share:g}", plan))
+    # without sensitivities, the two ends; with them, the mixes, and uniform int4 for a budget too small for them
+    candidates += [(fmt, uniform[fmt]) for fmt in (QUANTIZED if not candidates else ("int4",))]
     out, seen = [], set()
     for name, plan in sorted(candidates, key=lambda c: -plan_nbytes(model, c[1])):
         if plan in seen or plan_nbytes(model, plan) > budget:
             continue
         seen.add(plan)
         out.append((name, plan))
+    if len(out) > 1 and scores is not None and scores.method == "fit_quant":
+        out = [(name, plan) for name, plan in out if name != "int4"]
     return out
 
 
