@@ -13,6 +13,8 @@ second, approximate cache of its own: no second prefill, and the draft sees the 
   columns each query sees. `local_forward` runs a model so that every position sees the DETACHED keys and
   values of its prefix: the scorers measure a branch the way the draft runs it, and the replay records
   the target's keys and values from it.
+- `commit_tree` keeps, after a tree round, exactly the verified prefix and the accepted path in the target's
+  cache, in order, as plain decoding over the same tokens would have left it.
 """
 
 from __future__ import annotations
@@ -22,9 +24,25 @@ from typing import Any
 
 import torch
 
-from ._compat import Cache, CacheLayerMixin, DummyLayer, DynamicLayer, attn_implementation
+from ._compat import (
+    Cache,
+    CacheLayerMixin,
+    DummyLayer,
+    DynamicLayer,
+    DynamicSlidingWindowLayer,
+    attn_implementation,
+)
 
-__all__ = ["DraftCache", "PrefixCache", "PrefixLayer", "SpeculativeLayer", "local_forward", "prefix_masks"]
+__all__ = [
+    "DraftCache",
+    "PrefixCache",
+    "PrefixLayer",
+    "SpeculativeLayer",
+    "commit_tree",
+    "local_forward",
+    "prefix_masks",
+    "tree_cache_problem",
+]
 
 
 class SpeculativeLayer(CacheLayerMixin):
@@ -247,3 +265,43 @@ def local_forward(
     return model(
         input_ids=input_ids, attention_mask=masks, position_ids=positions, cache=PrefixCache(layers), use_cache=True
     ).logits
+
+
+def tree_cache_problem(cache: Any) -> str | None:
+    """Why tree rounds cannot run on `cache` (None when they can): only dynamic layers can be gathered."""
+    kinds = (DynamicLayer,) if DynamicSlidingWindowLayer is None else (DynamicLayer, DynamicSlidingWindowLayer)
+    for layer in getattr(cache, "layers", None) or ():
+        if type(layer) not in kinds:
+            return f"the cache has {type(layer).__name__} layers"
+    return None if hasattr(cache, "layers") else f"the cache is a {type(cache).__name__}"
+
+
+def prepare_tree_cache(cache: Any) -> None:
+    """Let sliding-window layers keep the whole round until `commit_tree` trims them (rejected nodes must not
+    push out prefix entries the accepted path still sees)."""
+    for layer in cache.layers:
+        if hasattr(layer, "activate_past_recording"):
+            layer.activate_past_recording()
+
+
+def commit_tree(cache: Any, nodes: int, keep: Sequence[int]) -> None:
+    """After a forward over `nodes` tree nodes, keep only the nodes `keep` (in order) of them in `cache`.
+
+    Each layer's keys and values then hold the entries from before the round followed by the kept nodes',
+    which carry the positions of their depths, the positions they now have: the cache equals what plain
+    decoding over the same tokens would hold.
+    """
+    for layer in cache.layers:
+        if not getattr(layer, "is_initialized", False) or layer.keys is None:
+            continue
+        before = layer.keys.shape[-2] - nodes
+        index = torch.cat([
+            torch.arange(before, device=layer.keys.device),
+            before + torch.as_tensor(list(keep), dtype=torch.long, device=layer.keys.device),
+        ])
+        layer.keys = layer.keys.index_select(-2, index)
+        layer.values = layer.values.index_select(-2, index)
+        if getattr(layer, "is_sliding", False) and hasattr(layer, "cumulative_length"):
+            layer.cumulative_length += len(keep) - nodes
+            window = layer.sliding_window
+            layer.keys, layer.values = layer.keys[..., -(window - 1) :, :], layer.values[..., -(window - 1) :, :]

@@ -128,7 +128,7 @@ def test_method_spec_parsing():
     "kind, text, message",
     [
         ("sdfp", "evenly", "SELECTOR:RATIO"),
-        ("sdfp", "evenly:1.5", "skip ratio must be in (0, 1)"),
+        ("sdfp", "evenly:1.5", r"skip ratio must be in \[0, 1\)"),
         ("sdfp", "evenly:lots", "is not a number"),
         ("sdfp", "evenly:0.25:tokens", "is not key=value"),
         ("prompt_lookup", "ten", "positive number of tokens"),
