@@ -337,14 +337,23 @@ def _generate_once(
         )
         elapsed = time.perf_counter() - start
     new = out[0, input_ids.shape[1] :].tolist()
-    sources = getattr(getattr(method.draft, "stats", None), "source_per_round", None)
+    stats = getattr(method.draft, "stats", None)
+    sources = getattr(stats, "source_per_round", None)
+    drafted, accepted = list(recorder.drafted_per_round), list(recorder.accepted_per_round)
+    if not drafted and stats is not None:
+        # tree rounds run sdfp-hf's own loop, not a candidate generator: the draft's statistics say what ran
+        # (its rounds with candidates; every other new token came from a plain step)
+        drafted, accepted = list(stats.drafted_per_round), list(stats.accepted_per_round)
+        plain_steps = max(len(new) - len(drafted) - sum(accepted), 0)
+        drafted, accepted = drafted + [0] * plain_steps, accepted + [0] * plain_steps
     peak = _rss_bytes("VmHWM") if reset else process_peak_rss_bytes()
     return {
         "time_s": elapsed,
         "new_tokens": len(new),
         "tokens": new,
-        "drafted_per_round": list(recorder.drafted_per_round),
-        "accepted_per_round": list(recorder.accepted_per_round),
+        "drafted_per_round": drafted,
+        "accepted_per_round": accepted,
+        "nodes_by_source": {k: list(v) for k, v in stats.nodes_by_source.items()} if stats is not None else None,
         "spec_cache_peak_bytes": recorder.cache_peak_bytes,
         "peak_rss_bytes": peak,
         "rss_start_bytes": rss_start,

@@ -45,6 +45,7 @@ __all__ = [
     "int4_weight_only_mm",
     "int8_weight_only_mm",
     "max_length_of",
+    "supports_custom_generate",
     "weight_only_formats",
 ]
 
@@ -85,6 +86,12 @@ def check_transformers() -> None:
 def _next(version: str) -> str:
     major, minor = version.split(".")[:2]
     return f"{major}.{int(minor) + 1}"
+
+
+@functools.cache
+def supports_custom_generate() -> bool:
+    """Whether `generate` takes a callable `custom_generate` (the route of sdfp-hf's own decoding loop)."""
+    return "custom_generate" in inspect.signature(GenerationMixin.generate).parameters
 
 
 def eos_token_ids(generation_config: Any) -> Any:

@@ -12,6 +12,9 @@ predictions (`ReplayResult.predicted_speedup`).
   probability `a` (geometric model), the target's own token included.
 - `StepCosts` / `measure_step_costs`: the measured cost of a draft step and of verification widths,
   relative to a target step.
+- `CostCurve`: the measured time of a verification over `n` tokens, learnt while generating, per width
+  bucket: flat up to some width where verification is memory-bound (GPUs, bf16 on CPUs), rising where it
+  is not (fp32 on CPUs); interpolated between measured widths, never assumed linear.
 """
 
 from __future__ import annotations
@@ -30,7 +33,15 @@ from .cache import DraftCache
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["MAX_DRAFT", "StepCosts", "expected_tokens", "measure_step_costs", "predict_speedup", "throughput"]
+__all__ = [
+    "MAX_DRAFT",
+    "CostCurve",
+    "StepCosts",
+    "expected_tokens",
+    "measure_step_costs",
+    "predict_speedup",
+    "throughput",
+]
 
 MAX_DRAFT = 8
 """Longest draft the profiler's replay measures (and may recommend)."""
@@ -194,3 +205,50 @@ def predict_speedup(
     best["table"] = {f"k={k},threshold={th}": v for (k, th), v in table.items()}
     best["alpha"] = samples.per_token_acceptance()
     return best
+
+
+class CostCurve:
+    """Seconds of a target forward over `n` tokens, measured while generating, by width bucket.
+
+    Each measurement goes to the smallest bucket at least as wide (its exponentially weighted mean);
+    between measured buckets the curve is interpolated linearly, past the widest one it is extended with
+    the slope of the last two (flat from a single point: widths not yet tried look no dearer than the widest
+    tried, so the planner tries them, and learns).
+    """
+
+    BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+
+    def __init__(self, decay: float = 0.9):
+        self.decay = decay
+        self.seconds: dict[int, float] = {}
+
+    @classmethod
+    def bucket(cls, width: int) -> int:
+        for b in cls.BUCKETS:
+            if width <= b:
+                return b
+        return cls.BUCKETS[-1]
+
+    def record(self, width: int, seconds: float) -> None:
+        b = self.bucket(width)
+        old = self.seconds.get(b)
+        self.seconds[b] = seconds if old is None else self.decay * old + (1 - self.decay) * seconds
+
+    @property
+    def widest(self) -> int:
+        return max(self.seconds, default=0)
+
+    def __call__(self, width: int) -> float | None:
+        """The estimated seconds of a forward over `width` tokens (None before any measurement)."""
+        if not self.seconds:
+            return None
+        points = sorted(self.seconds.items())
+        b = self.bucket(width)
+        if b <= points[0][0]:
+            return points[0][1]
+        for (w0, t0), (w1, t1) in zip(points, points[1:]):
+            if b <= w1:
+                return t0 + (t1 - t0) * (b - w0) / (w1 - w0)
+        (w0, t0), (w1, t1) = points[-2] if len(points) > 1 else points[-1], points[-1]
+        slope = max((t1 - t0) / (w1 - w0), 0.0) if w1 > w0 else 0.0
+        return t1 + slope * (b - w1)

@@ -136,6 +136,22 @@ class DraftModel:
         head = self.get_output_embeddings()
         return held + (head.nbytes - (head.quantized.nbytes if head.quantized is not None else 0))
 
+    @property
+    def round_state(self) -> dict[str, Any]:
+        """What the drafting loops keep on this draft between `generate` calls: by loop, `(settings, state)`."""
+        return self.__dict__.setdefault("_sdfp_round_state", {})
+
+    def clear_memory(self) -> None:
+        """Forget what earlier outputs taught the draft: the suffix memory and the recycled-token table.
+
+        Measured step costs and acceptance rates are kept. Call it between users or conversations whose
+        outputs must not shape each other's candidates (they never change the output, only its speed).
+        """
+        for _, state in self.round_state.values():
+            forget = getattr(state, "forget", None)
+            if forget is not None:
+                forget()
+
     def set_draft_settings(
         self,
         *,

@@ -24,32 +24,48 @@ class DraftStats:
     drafted_per_round: list[int] = field(default_factory=list)
     accepted_per_round: list[int] = field(default_factory=list)
     source_per_round: list[str] = field(default_factory=list)
+    nodes_by_source: dict[str, list[int]] = field(default_factory=dict)
 
-    def record(self, drafted: int, accepted: int, source: str = "draft") -> None:
+    def record(
+        self, drafted: int, accepted: int, source: str = "draft", per_source: dict[str, list[int]] | None = None
+    ) -> None:
+        """Record a round; `per_source` (tree rounds): per source, [nodes proposed, nodes accepted] (a node
+        proposed by several sources counts for each)."""
         self.drafted_per_round.append(drafted)
         self.accepted_per_round.append(accepted)
         self.source_per_round.append(source)
+        for name, (proposed, taken) in (per_source or {source: [drafted, accepted]}).items():
+            row = self.nodes_by_source.setdefault(name, [0, 0, 0])
+            row[0] += 1
+            row[1] += proposed
+            row[2] += taken
 
     def reset(self) -> None:
         self.drafted_per_round.clear()
         self.accepted_per_round.clear()
         self.source_per_round.clear()
+        self.nodes_by_source.clear()
 
     def rounds_from(self, source: str) -> int:
         """Rounds whose candidates came from `source`."""
         return self.source_per_round.count(source)
 
     def by_source(self) -> dict[str, dict[str, float]]:
-        """Per source: rounds, proposed (drafted) and accepted tokens, acceptance rate."""
-        out: dict[str, dict[str, float]] = {}
-        for source, drafted, accepted in zip(self.source_per_round, self.drafted_per_round, self.accepted_per_round):
-            row = out.setdefault(source, {"rounds": 0, "drafted": 0, "accepted": 0})
-            row["rounds"] += 1
-            row["drafted"] += drafted
-            row["accepted"] += accepted
-        for row in out.values():
-            row["acceptance_rate"] = row["accepted"] / row["drafted"] if row["drafted"] else 0.0
+        """Per source: rounds it proposed in, tokens (tree nodes) proposed and accepted, acceptance rate."""
+        out = {}
+        for name, (rounds, proposed, accepted) in self.nodes_by_source.items():
+            out[name] = {
+                "rounds": rounds,
+                "proposed": proposed,
+                "accepted": accepted,
+                "acceptance_rate": accepted / proposed if proposed else 0.0,
+            }
         return out
+
+    @property
+    def mean_tree_size(self) -> float:
+        """Mean number of candidates verified per round (the tree's nodes, its root aside)."""
+        return self.drafted / self.rounds if self.rounds else 0.0
 
     @property
     def rounds(self) -> int:
@@ -82,6 +98,8 @@ class DraftStats:
             "mean_accepted": self.mean_accepted,
             "draft_rounds": self.rounds_from("draft"),
             "lookup_rounds": self.rounds_from("lookup"),
+            "mean_tree_size": self.mean_tree_size,
+            "by_source": self.by_source(),
         }
 
     def __str__(self) -> str:

@@ -211,7 +211,7 @@ def test_sampling_with_lookup_appended_to_draft_chains_keeps_the_target_distribu
     model = LlamaForCausalLM_tiny(vocab)
     extended = forced_extended_drafts(draft=1, extension=2)
     draft = SDFPAssistant.from_target(model, skip_layers=[1, 2], assistant_confidence_threshold=0.0,
-                                      drafting=DraftingOptions(extend_drafts=True))
+                                      drafting=DraftingOptions(extend_drafts=True, tree=False))
     ids = torch.tensor([[3, 1, 4, 1]])
     assert _sampled_continuations_p_value(model, draft, ids, steps, draws, extra_steps=3) > 1e-3
     assert sum(n > 0 for n in extended) > draws // 2  # most rounds did append lookup tokens

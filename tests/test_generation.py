@@ -1,4 +1,7 @@
-"""The candidate generator's parts: prompt lookup, the adaptive draft length, the transformers hook."""
+"""The candidate generator's parts: prompt lookup, the adaptive draft length, the transformers hook.
+
+Everything here runs the chain round (transformers' loop with the package's candidate generator); the tree
+rounds that `generate` runs by default are tested in `test_tree_rounds.py`."""
 
 from __future__ import annotations
 
@@ -10,6 +13,13 @@ from sdfp_hf import DraftingOptions, SDFPAssistant
 from sdfp_hf.drafting.chain import SDFPCandidateGenerator
 from sdfp_hf.drafting.lookup import prompt_lookup
 from sdfp_hf.drafting.planner import RoundPlanner, planner_of
+
+
+@pytest.fixture(autouse=True)
+def chain_rounds(monkeypatch):
+    from sdfp_hf.drafting import hook
+
+    monkeypatch.setattr(hook, "_tree_refusal", lambda *args: "")  # "": the chain round, as if asked for
 
 
 def ids(*tokens):

@@ -12,11 +12,14 @@ from sdfp_hf.cache import commit_tree, prepare_tree_cache
 from sdfp_hf.drafting.tree import CandidateTree, attention_masks
 
 
-def random_tree(root: int, seed: int, size: int = 9, vocab: int = 96) -> CandidateTree:
+def random_tree(root: int, seed: int, size: int = 9, vocab: int = 96, deep: bool = False) -> CandidateTree:
+    """A random tree; `deep`: mostly one long chain (deeper than the sliding window) with side branches."""
     g = torch.Generator().manual_seed(seed)
     tree = CandidateTree.rooted_at(root)
     while len(tree) < size:
         parent = int(torch.randint(0, len(tree), (1,), generator=g))
+        if deep and float(torch.rand((), generator=g)) < 0.8:
+            parent = max(range(len(tree)), key=lambda n: tree.depths[n])
         tree.add([int(torch.randint(3, vocab, (1,), generator=g))], [0.5], "test", parent)
     return tree
 
@@ -28,16 +31,20 @@ def verify(model, cache, tree, length):
                  cache=cache, use_cache=True).logits[0]
 
 
-@pytest.mark.parametrize("length", [5, 20])  # before and past the tiny models' sliding window (8)
+@pytest.mark.parametrize(
+    "length, size, deep",
+    [(5, 9, False), (20, 9, False), (5, 16, True)],  # before and past the tiny models' sliding window (8);
+)  # a tree deeper than the window
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_every_node_gets_its_own_paths_logits_and_the_commit_is_plain_decoding(arch, length):
+def test_every_node_gets_its_own_paths_logits_and_the_commit_is_plain_decoding(arch, length, size, deep):
     model = tiny_model(arch)
     ids = prompt(length, seed=1)
     with torch.no_grad():
         cache = DynamicCache(config=model.config)
         model(input_ids=ids[:, :-1], cache=cache, use_cache=True)
         prepare_tree_cache(cache)
-        tree = random_tree(int(ids[0, -1]), seed=length)
+        tree = random_tree(int(ids[0, -1]), seed=length, size=size, deep=deep)
+        assert not deep or max(tree.depths) > 8
         logits = verify(model, cache, tree, length)
         for node in range(len(tree)):
             sequence = torch.cat([ids, torch.tensor([tree.path(node)], dtype=torch.long)], dim=1)

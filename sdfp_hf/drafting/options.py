@@ -31,6 +31,19 @@ class DraftingOptions:
             chain what followed its last tokens earlier in the context, when the planner predicts it pays.
             Off by default: it did not win on the benchmark (SmolLM2-135M bf16, 5 Spec-Bench prompts per
             category, 128 tokens: 1.57x with it, 1.66x without; benchmarks/results/).
+        tree (`bool`, defaults to `True`): with `adaptive`, verify a tree of candidates per round in one
+            forward (sdfp-hf's own decoding loop; see `sdfp_hf.drafting.loop`); the chain round inside
+            transformers' loop otherwise, and wherever the tree loop cannot run (flash attention, output
+            options such as `output_scores`; said once).
+        tree_nodes (`int`, defaults to 32): most candidates a tree holds (the planner keeps fewer when
+            verification width is not free).
+        tree_draft (`bool`, defaults to `True`): let the draft's chain and its runners-up into the tree,
+            when the planner predicts the draft's steps pay.
+        recycled_tokens (`int`, defaults to 8): successors per token in the recycled-token table (each
+            token's top-k next tokens from the target's own verification logits); 0 disables it.
+        suffix_memory (`int`, defaults to 65536): tokens of earlier outputs kept on the draft, across
+            `generate` calls, as a source of candidates (agentic and chat loops repeat themselves); 0
+            disables it. `draft.clear_memory()` forgets them.
     """
 
     prompt_lookup: int = 3
@@ -39,3 +52,8 @@ class DraftingOptions:
     adaptive: bool = True
     probe_every: int = 32
     extend_drafts: bool = False
+    tree: bool = True
+    tree_nodes: int = 32
+    tree_draft: bool = True
+    recycled_tokens: int = 8
+    suffix_memory: int = 65536

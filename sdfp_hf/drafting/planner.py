@@ -175,9 +175,9 @@ def planner_of(assistant: SelfDraft, max_draft: int) -> RoundPlanner:
     """
     options = assistant.drafting
     settings = (max_draft, astuple(options), assistant.dtype, assistant.device)
-    kept = assistant.__dict__.get("_sdfp_planner")
+    kept = assistant.round_state.get("chain")
     if kept is not None and kept[0] == settings:
         return kept[1]
     planner = RoundPlanner(max_draft, options.lookup_tokens, options.probe_every)
-    assistant.__dict__["_sdfp_planner"] = (settings, planner)
+    assistant.round_state["chain"] = (settings, planner)
     return planner

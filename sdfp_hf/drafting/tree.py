@@ -86,20 +86,21 @@ class CandidateTree:
             reach[node] = reach[parent] * self.chance[node] * scale
         return reach
 
-    def best(self, size: int, max_depth: int | None = None) -> tuple[CandidateTree, list[float]]:
+    def best(self, size: int, max_depth: int | None = None, keep: Sequence[int] = ()) -> tuple[CandidateTree, list[float]]:
         """The `size` nodes (the root aside) most likely to be accepted, as a tree, and their reach.
 
         A node's reach never exceeds its parent's, so taking nodes best first keeps every kept node's
-        ancestors: any prefix of that order is a tree.
+        ancestors: any prefix of that order is a tree. Nodes in `keep` (a path) are kept in any case.
         """
         reach = self.reach()
         order = sorted(
             (n for n in range(1, len(self)) if max_depth is None or self.depths[n] <= max_depth),
             key=lambda n: (-reach[n], self.depths[n], n),
         )
+        chosen = set(order[:size]) | {n for n in keep if max_depth is None or self.depths[n] <= max_depth}
         kept, out = {0: 0}, CandidateTree.rooted_at(self.tokens[0])
         reaches = [1.0]
-        for node in sorted(order[:size], key=lambda n: (self.depths[n], n)):
+        for node in sorted(chosen, key=lambda n: (self.depths[n], n)):
             parent = kept.get(self.parents[node])
             if parent is None:  # an ancestor fell outside the cut (ties): leave the node out too
                 continue
@@ -140,8 +141,9 @@ def attention_masks(
 
     Built from the cache's layers before the forward (their `get_mask_sizes` say which prefix entries a
     layer will show): every node sees the verified prefix (on a sliding-window layer only the part within
-    the window of its own position) and its ancestors. Additive float (0 or the dtype's minimum), which
-    both SDPA and eager attention read as intended; a boolean mask would be wrong under eager attention.
+    the window of its own position) and its ancestors (there too, only those within the window). Additive
+    float (0 or the dtype's minimum), which both SDPA and eager attention read as intended; a boolean mask
+    would be wrong under eager attention.
 
     Returns:
         One mask of shape `(1, 1, nodes, keys)` when every layer is of one kind, else a dict by layer type
@@ -159,9 +161,11 @@ def attention_masks(
             seen = layer.get_seq_length()  # tokens before this round: the first node sits at this position
             prefix = torch.arange(offset, offset + length - n, device=device)
             visible = torch.ones(n, length - n, dtype=torch.bool, device=device)
-            if window is not None:
+            own = tree_part
+            if window is not None:  # the prefix and the ancestors within the window of the node's position
                 visible = (seen + depths[:, None]) - prefix[None, :] < window
-            allowed = torch.cat([visible, tree_part], dim=-1)
+                own = tree_part & (depths[:, None] - depths[None, :] < window)
+            allowed = torch.cat([visible, own], dim=-1)
             mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
             by_kind[window] = mask[None, None]
         kind = layer_types[index] if layer_types is not None else None

@@ -1,0 +1,326 @@
+"""Tree rounds: sdfp-hf's own decoding loop, which verifies a tree of candidates in one target forward.
+
+transformers' assisted decoding verifies one chain per round. `tree_generate` is a decoding loop passed to
+`generate` as its `custom_generate` (the public route for a loop of one's own: `generate` prepares the
+generation config, logits processors, stopping criteria, inputs and cache, then calls it in place of its
+own loop). Each round:
+
+1. the candidate sources (`sources.py`) propose a tree below the last verified token: earlier occurrences
+   of the context's last tokens, the suffix memory of earlier outputs, the recycled-token table, and, when
+   the planner predicts it pays, the draft's chain with its runners-up;
+2. the planner keeps the nodes most likely to be accepted, as many as pay for their verification on the
+   measured cost curve (`sdfp_hf.costs.CostCurve`), or none (a plain decoding step);
+3. one forward of the target over all nodes with 4-D tree masks (`tree.attention_masks`);
+4. the walk: from the root, the target's own token at each node (greedy: the argmax of the processed
+   logits; sampling: one draw from the processed distribution), descending while a child carries it. The
+   candidates are a function of the context, so the output is the target's, token for token when greedy,
+   and of the target's distribution when sampling;
+5. the cache keeps exactly the prefix and the accepted path (`sdfp_hf.cache.commit_tree`); the table, the
+   calibration and the cost curve learn from the round.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import astuple
+from typing import Any
+
+import torch
+
+from .._compat import cache_of, eos_token_ids
+from ..cache import commit_tree, prepare_tree_cache
+from ..costs import CostCurve, expected_tokens, throughput
+from .sources import Calibration, NgramIndex, RecycledTable, draft_proposals
+from .tree import CandidateTree, attention_masks
+
+__all__ = ["TreePlanner", "tree_generate", "tree_planner_of"]
+
+SEED_POSITIONS = 64  # prompt positions whose logits seed the recycled-token table at prefill
+PROBE_DEPTH = 3  # draft tokens a probe round verifies
+CHAIN = "draft-chain"  # the calibration key of the draft chain's per-token acceptance
+
+
+class TreePlanner:
+    """What a draft's tree rounds learn and keep between `generate` calls.
+
+    The verification cost curve, the draft step's time and its per-token acceptance, the calibration of
+    every source's candidates, the recycled-token table and the suffix memory of earlier outputs.
+    """
+
+    def __init__(self, vocab_size: int, options: Any, max_draft: int):
+        self.options, self.max_draft = options, max_draft
+        self.curve = CostCurve()
+        self.overhead: float | None = None  # seconds of a round outside the target's forward and the draft
+        self.draft_seconds: float | None = None  # one draft step
+        self.calibration = Calibration()
+        self.vocab_size = vocab_size
+        self.forget()
+        self.rounds = 0
+        self.rounds_since_draft = 0
+
+    def forget(self) -> None:
+        """Drop what earlier outputs taught: the suffix memory and the recycled-token table."""
+        options = self.options
+        self.table = RecycledTable(self.vocab_size, options.recycled_tokens) if options.recycled_tokens else None
+        self.memory = (
+            NgramIndex(max_ngram=8, min_ngram=2, max_tokens=options.suffix_memory, name="memory")
+            if options.suffix_memory
+            else None
+        )
+
+    @property
+    def draft_rate(self) -> float:
+        """The draft chain's measured per-token acceptance (a weak prior of 0.5 before any)."""
+        return self.calibration.chance(CHAIN, prior=0.5)
+
+    def draft_expected(self, depth: int) -> float:
+        """Tokens a chain of `depth` draft tokens yields on its own, the target's own included."""
+        return expected_tokens(self.draft_rate, depth)
+
+    def draft_probe_due(self) -> bool:
+        """Whether this round must try the draft: too little measured of it, or not tried for a while."""
+        return self.calibration.weight.get(CHAIN, 0.0) < 6 or self.rounds_since_draft >= self.options.probe_every
+
+    def cost(self, nodes: int, draft_steps: int = 0) -> float | None:
+        verify = self.curve(nodes)
+        if verify is None:
+            return None
+        return verify + (self.overhead or 0.0) + draft_steps * (self.draft_seconds or 0.0)
+
+    def size(self, reach: list[float], draft_steps: int) -> tuple[int, float]:
+        """How many of the best nodes (`reach`, best first) to verify, and the predicted tokens per second."""
+        best, best_rate, expected = 0, throughput(1.0, 0, 0.0, self.cost(1) or 1.0), 1.0
+        for k, r in enumerate(reach[: self.options.tree_nodes], start=1):
+            expected += r
+            cost = self.cost(k + 1, draft_steps)
+            rate = throughput(expected, 0, 0.0, cost) if cost else 0.0
+            if rate > best_rate:
+                best, best_rate = k, rate
+        return best, best_rate
+
+    def draft_depth(self) -> int:
+        """The draft chain's length with the best predicted rate on its own (0: do not run the draft)."""
+        if self.max_draft <= 0:
+            return 0
+        if self.draft_seconds is None:
+            return self.max_draft  # never measured: run it, to measure
+        best, best_rate = 0, 0.0
+        for d in range(1, self.max_draft + 1):
+            cost = self.cost(d + 1, d)
+            rate = self.draft_expected(d) / cost if cost else 0.0
+            if rate > best_rate:
+                best, best_rate = d, rate
+        return best
+
+
+def tree_planner_of(draft: Any, vocab_size: int) -> TreePlanner:
+    """The draft's tree planner, kept on the draft between `generate` calls (remade when its options change)."""
+    options = draft.drafting
+    max_draft = int(draft.generation_config.num_assistant_tokens or 0) if options.tree_draft else 0
+    settings = (astuple(options), max_draft, vocab_size, draft.dtype, draft.device)
+    kept = draft.round_state.get("tree")
+    if kept is None or kept[0] != settings:
+        kept = (settings, TreePlanner(vocab_size, options, max_draft))
+        draft.round_state["tree"] = kept
+    return kept[1]
+
+
+def _choose(scores: torch.Tensor, do_sample: bool) -> int:
+    if do_sample:
+        return int(torch.multinomial(scores.softmax(-1), 1))
+    return int(scores.argmax(-1))
+
+
+@torch.no_grad()
+def tree_generate(
+    model: Any,
+    input_ids: torch.LongTensor,
+    logits_processor: Any,
+    stopping_criteria: Any,
+    generation_config: Any,
+    synced_gpus: bool = False,
+    sdfp_draft: Any = None,
+    sdfp_streamer: Any = None,
+    **model_kwargs: Any,
+) -> torch.LongTensor:
+    """The decoding loop of tree rounds (`generate(..., custom_generate=tree_generate, sdfp_draft=draft)`).
+
+    Args:
+        model (`PreTrainedModel`): the target.
+        input_ids (`torch.LongTensor` of shape `(1, prompt_length)`): the prompt.
+        logits_processor, stopping_criteria, generation_config: as `generate` prepared them.
+        sdfp_draft (`SelfDraft`): the draft whose planner, sources and statistics the rounds use.
+        sdfp_streamer (`BaseStreamer`, *optional*): the user's streamer (`generate` keeps `streamer` to itself).
+        **model_kwargs: `generate`'s model kwargs; the target's cache is among them.
+
+    Returns:
+        `torch.LongTensor` of shape `(1, length)`: the prompt and the generated tokens.
+    """
+    draft, streamer = sdfp_draft, sdfp_streamer
+    cache = cache_of(model_kwargs)
+    do_sample = bool(generation_config.do_sample)
+    eos = set() if eos_token_ids(generation_config) is None else set(eos_token_ids(generation_config).tolist())
+    max_length = int(generation_config.max_length)
+    layer_types = getattr(model.config.get_text_config(), "layer_types", None)
+    dtype, device = model.get_input_embeddings().weight.dtype, input_ids.device
+    stats = draft.stats
+    stats.reset()
+    options = draft.drafting
+    vocab_size = model.get_output_embeddings().weight.shape[0]
+    planner = tree_planner_of(draft, vocab_size)
+    index = NgramIndex(max_ngram=options.prompt_lookup or 1, min_ngram=options.lookup_min_ngram, name="lookup")
+    if streamer is not None:
+        streamer.put(input_ids.cpu())
+
+    # prefill: the prompt in one forward; its last positions' logits seed the recycled-token table
+    keep = min(input_ids.shape[1], SEED_POSITIONS)
+    logits = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=keep).logits[0].float()
+    prepare_tree_cache(cache)
+    prompt = input_ids[0].tolist()
+    index.extend(prompt)
+    if planner.table is not None:
+        planner.table.update(prompt[-keep:], logits)
+    token = _choose(logits_processor(input_ids, logits[-1:])[0], do_sample)
+    ids = torch.cat([input_ids, torch.tensor([[token]], device=device)], dim=1)
+    sequence = prompt + [token]
+    index.extend([token])
+    if streamer is not None:
+        streamer.put(torch.tensor([token]))
+    finished = bool(stopping_criteria(ids, None).all())
+
+    while not finished:
+        started = time.perf_counter()
+        room = max_length - len(sequence)
+        tree = CandidateTree.rooted_at(sequence[-1])
+        if room > 1:
+            _free_proposals(tree, sequence, index, planner, options)
+        _, free_rate = planner.size(tree.sorted_reach(), 0)
+        measured = planner.curve(1) is not None  # else this round is a plain step, which measures T(1)
+        depth = min(planner.draft_depth(), room - 1) if room > 1 and measured else 0
+        probe = depth > 0 and planner.draft_probe_due()
+        chain: list[int] = []
+        draft_time = 0.0
+        if depth and (probe or _draft_pays(planner, tree, depth, free_rate)):
+            depth = min(depth, PROBE_DEPTH) if probe else depth
+            t = time.perf_counter()
+            chain = draft_proposals(draft, tree, cache, len(sequence), depth, planner.calibration)
+            draft_time = time.perf_counter() - t
+            planner.rounds_since_draft = 0
+        else:
+            planner.rounds_since_draft += 1
+        draft_steps = len(chain)
+        size, _ = planner.size(tree.sorted_reach(), draft_steps) if measured else (0, 0.0)
+        # a probe verifies the draft's chain whatever the cut, to measure its acceptance
+        tree, _ = tree.best(size, max_depth=room - 1, keep=chain if probe else ())
+
+        t = time.perf_counter()
+        masks = attention_masks(tree, cache, layer_types, dtype, device)
+        positions = torch.tensor([[len(sequence) - 1 + d for d in tree.depths]], device=device)
+        out = model(
+            input_ids=torch.tensor([tree.tokens], device=device), position_ids=positions, attention_mask=masks,
+            cache=cache, use_cache=True, logits_to_keep=0,
+        )
+        logits = out.logits[0].float()
+        verify_time = time.perf_counter() - t
+
+        path, new_tokens = _walk(tree, logits, ids, logits_processor, do_sample, eos, room)
+        commit_tree(cache, len(tree), [0, *path])
+        _learn(planner, tree, logits, path, do_sample)
+        if planner.table is not None:
+            planner.table.update(tree.tokens, logits, last=[0, *path])
+        stop = len(new_tokens)
+        for i in range(1, len(new_tokens) + 1):  # stop strings and the like may end a round early
+            candidate = torch.cat([ids, torch.tensor([new_tokens[:i]], device=device)], dim=1)
+            if bool(stopping_criteria(candidate, None).all()):
+                stop, finished = i, True
+                break
+        new_tokens = new_tokens[:stop]
+        ids = torch.cat([ids, torch.tensor([new_tokens], device=device)], dim=1)
+        sequence += new_tokens
+        index.extend(new_tokens)
+        if streamer is not None:
+            streamer.put(torch.tensor(new_tokens))
+        if len(tree) > 1:
+            accepted = len(path)
+            counts: dict[str, list[int]] = {}
+            for node in range(1, len(tree)):
+                for key in tree.sources[node]:
+                    name = key.split(":")[0]
+                    counts.setdefault(name, [0, 0])[0] += 1
+                    counts[name][1] += node in path
+            stats.record(len(tree) - 1, accepted, _main_source(counts), per_source=counts)
+
+        planner.curve.record(len(tree), verify_time)
+        if draft_steps:
+            step = draft_time / draft_steps
+            planner.draft_seconds = step if planner.draft_seconds is None else 0.9 * planner.draft_seconds + 0.1 * step
+        rest = time.perf_counter() - started - verify_time - draft_time
+        planner.overhead = rest if planner.overhead is None else 0.9 * planner.overhead + 0.1 * rest
+        planner.rounds += 1
+
+    if planner.memory is not None:
+        planner.memory.extend(sequence[len(prompt) :] + [-1])  # -1 separates outputs: no n-gram spans two
+    if streamer is not None:
+        streamer.end()
+    return ids
+
+
+def _free_proposals(tree: CandidateTree, sequence: list[int], index: NgramIndex, planner: TreePlanner, options: Any) -> None:
+    """The sources that cost no forward: lookup in the context, the suffix memory, the recycled table."""
+    calibration = planner.calibration
+    if options.prompt_lookup:
+        index.propose(tree, sequence[-index.max_ngram :], calibration, length=options.lookup_tokens, exclude_end=True)
+    if planner.memory is not None and len(planner.memory):
+        planner.memory.propose(tree, sequence[-planner.memory.max_ngram :], calibration, length=options.lookup_tokens)
+    if planner.table is not None:
+        planner.table.propose(tree, calibration, max_nodes=options.tree_nodes)
+
+
+def _draft_pays(planner: TreePlanner, tree: CandidateTree, depth: int, free_rate: float) -> bool:
+    """Whether drafting `depth` tokens is predicted to beat the free sources alone this round.
+
+    The draft's chain is expected to add nodes reached with the measured per-token acceptance `a`
+    (`a`, `a^2`, ...); the tree of the free nodes and those, cut at its best size with the draft's steps
+    paid for, against the best tree of the free nodes alone.
+    """
+    rate = planner.draft_rate
+    merged = sorted([*tree.sorted_reach(), *(rate ** (j + 1) for j in range(depth))], reverse=True)
+    return planner.size(merged, depth)[1] > free_rate
+
+
+def _walk(tree, logits, ids, logits_processor, do_sample, eos, room) -> tuple[list[int], list[int]]:
+    """The target's own tokens down the tree: the accepted nodes, and every new token (the last the target's)."""
+    node, path, tokens = 0, [], []
+    prefix = ids
+    while True:
+        scores = logits_processor(prefix, logits[node : node + 1])[0]
+        token = _choose(scores, do_sample)
+        tokens.append(token)
+        child = tree.children[node].get(token)
+        if token in eos or len(tokens) >= room or child is None:
+            return path, tokens
+        path.append(child)
+        node = child
+        prefix = torch.cat([prefix, torch.tensor([[token]], device=prefix.device)], dim=1)
+
+
+def _learn(planner: TreePlanner, tree: CandidateTree, logits: torch.Tensor, path: list[int], do_sample: bool) -> None:
+    """Calibrate every source from every node whose parent was verified: would the target take this token there?"""
+    if len(tree) == 1:
+        return
+    if do_sample:
+        probs = logits.softmax(-1)
+    else:
+        choice = logits.argmax(-1).tolist()
+    for node in range(1, len(tree)):
+        parent = tree.parents[node]
+        hit = float(probs[parent, tree.tokens[node]]) if do_sample else float(choice[parent] == tree.tokens[node])
+        for key in tree.sources[node]:
+            planner.calibration.record(key, hit)
+        if any(key.startswith("draft:") for key in tree.sources[node]):
+            planner.calibration.record(CHAIN, hit)  # the draft chain's per-token acceptance
+
+
+def _main_source(counts: dict[str, list[int]]) -> str:
+    """The round's source: the one with most accepted nodes, else most proposed."""
+    return max(counts, key=lambda name: (counts[name][1], counts[name][0]))

@@ -1,0 +1,157 @@
+"""Tree rounds through `generate`: lossless greedy and sampling, EOS and length inside the tree, streamers,
+stopping criteria, statistics per source, the suffix memory, and what runs the chain round instead."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from test_assistant import LlamaForCausalLM_tiny, _sampled_continuations_p_value
+from tiny_models import ARCHITECTURES, prompt, tiny_model, tiny_tokenizer
+from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
+
+from sdfp_hf import DraftingOptions, SDFPAssistant
+from sdfp_hf.drafting import loop
+
+NEW_TOKENS = 40  # past the tiny models' sliding window (8) with the prompt
+
+
+@pytest.fixture
+def forced_trees(monkeypatch):
+    """Every round verifies the widest tree the sources give (up to `tree_nodes`), and drafts."""
+
+    def size(self, reach, draft_steps):
+        return min(len(reach), self.options.tree_nodes), 1.0
+
+    monkeypatch.setattr(loop.TreePlanner, "size", size)
+    monkeypatch.setattr(loop.TreePlanner, "draft_depth", lambda self: self.max_draft)
+    monkeypatch.setattr(loop, "_draft_pays", lambda *args: True)
+
+
+def greedy(model, ids, **kwargs):
+    return model.generate(ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False, **kwargs)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_tree_rounds_are_token_identical_to_plain_greedy(arch, forced_trees):
+    model = tiny_model(arch)
+    ids = prompt(12)
+    reference = greedy(model, ids)
+    draft = SDFPAssistant.from_target(model, skip_layers=[2], quantize="int8", num_assistant_tokens=5)
+    out = greedy(model, ids, assistant_model=draft)
+    assert torch.equal(out, reference)
+    stats = draft.stats
+    assert stats.rounds > 0 and stats.mean_tree_size > 5  # wide trees really ran
+    assert {"lookup", "table", "draft"} <= set(stats.by_source())
+    assert max(stats.accepted_per_round) >= 2  # several tokens in one round
+    # the same call again: the suffix memory of the first output proposes, and output is still the same
+    assert torch.equal(greedy(model, ids, assistant_model=draft), reference)
+    assert "memory" in draft.stats.by_source()
+    # cleared: the suffix memory and the table start empty; the output is still the same
+    draft.clear_memory()
+    planner = draft.round_state["tree"][1]
+    assert len(planner.memory) == 0 and not bool(planner.table.filled.any())
+    assert torch.equal(greedy(model, ids, assistant_model=draft), reference)
+    assert "memory" not in draft.stats.by_source()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma2"])
+def test_eos_and_the_length_limit_inside_a_tree(arch, forced_trees):
+    model = tiny_model(arch)
+    ids = prompt(12)
+    plain = model.generate(ids, max_new_tokens=30, do_sample=False)
+    frequent = int(torch.mode(plain[0, 12:]).values)  # a token the model writes: as EOS, it ends mid-tree
+    model.generation_config.eos_token_id = frequent
+    draft = SDFPAssistant.from_target(model, quantize="int8")
+    for max_new_tokens in (1, 2, 7, 30):
+        expected = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
+        assert torch.equal(model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, assistant_model=draft), expected)
+
+
+def test_sampling_with_trees_keeps_the_target_distribution(forced_trees, monkeypatch):
+    vocab, steps, draws = 5, 3, 1200
+    torch.manual_seed(3)
+    model = LlamaForCausalLM_tiny(vocab)
+    draft = SDFPAssistant.from_target(model, skip_layers=[1], quantize="int8", num_assistant_tokens=3,
+                                      drafting=DraftingOptions(recycled_tokens=2))
+    ids = torch.tensor([[3, 1, 4]])
+    assert _sampled_continuations_p_value(model, draft, ids, steps, draws) > 1e-3
+    assert draft.stats.mean_tree_size > 1
+    # power check: a walk that takes the most likely token instead of a draw is caught
+    monkeypatch.setattr(loop, "_choose", lambda scores, do_sample: int(scores.argmax(-1)))
+    assert _sampled_continuations_p_value(model, draft, ids, steps, draws) < 1e-3
+
+
+def test_streamers_and_stopping_criteria_see_what_plain_decoding_gives(forced_trees, capsys):
+    model = tiny_model("llama")
+    tokenizer = tiny_tokenizer()
+    ids = prompt(12)
+    draft = SDFPAssistant.from_target(model, quantize="int8")
+
+    class StopAt(StoppingCriteria):
+        def __init__(self, length):
+            self.length = length
+
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), input_ids.shape[1] >= self.length, dtype=torch.bool)
+
+    stop = StoppingCriteriaList([StopAt(12 + 17)])
+    expected = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False, stopping_criteria=stop)
+    assert expected.shape[1] == 12 + 17
+    out = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False, stopping_criteria=stop, assistant_model=draft)
+    assert torch.equal(out, expected)
+    capsys.readouterr()
+    model.generate(ids, max_new_tokens=20, do_sample=False, streamer=TextStreamer(tokenizer, skip_prompt=True))
+    plain_text = capsys.readouterr().out
+    model.generate(ids, max_new_tokens=20, do_sample=False, assistant_model=draft,
+                   streamer=TextStreamer(tokenizer, skip_prompt=True))
+    assert capsys.readouterr().out == plain_text
+
+
+def test_calls_the_tree_loop_cannot_honour_run_the_chain_round():
+    model = tiny_model("llama")
+    ids = prompt(12)
+    draft = SDFPAssistant.from_target(model, quantize="int8")
+    plain = model.generate(ids, max_new_tokens=12, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    with pytest.warns(UserWarning, match="`output_scores` is produced by the chain round only"):
+        out = model.generate(ids, max_new_tokens=12, do_sample=False, output_scores=True, return_dict_in_generate=True,
+                             assistant_model=draft)
+    assert torch.equal(out.sequences, plain.sequences) and len(out.scores) == 12
+    # said once per draft and reason
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model.generate(ids, max_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True,
+                       assistant_model=draft)
+    assert not [w for w in record if "chain rounds instead of tree rounds" in str(w.message)]
+    # an attention implementation that ignores custom masks: the chain round, said once
+    from sdfp_hf.drafting.hook import _tree_refusal
+
+    model.config._attn_implementation = "flash_attention_2"
+    try:
+        assert "SDPA or eager" in _tree_refusal(model, draft, (ids,), {})
+    finally:
+        model.config._attn_implementation = "sdpa"
+    assert _tree_refusal(model, draft, (ids,), {}) is None
+    assert _tree_refusal(model, draft, (torch.cat([ids, ids]),), {}) == ""  # a batch: the chain round refuses it
+    padded = torch.ones_like(ids)
+    padded[0, 0] = 0
+    assert "padded" in _tree_refusal(model, draft, (ids,), {"attention_mask": padded})
+    assert _tree_refusal(model, draft, (ids,), {"assistant_tokenizer": tiny_tokenizer()}) == ""  # the chain refuses it
+    with pytest.raises(ValueError, match="assistant_tokenizer"):
+        model.generate(ids, max_new_tokens=4, assistant_model=draft, tokenizer=tiny_tokenizer(),
+                       assistant_tokenizer=tiny_tokenizer())
+    # a batch is still a clear error, and a 4-D mask from the user is refused by generate itself
+    with pytest.raises(ValueError, match="batch size 1"):
+        model.generate(torch.cat([ids, ids]), max_new_tokens=4, do_sample=False, assistant_model=draft)
+    with pytest.raises(ValueError, match="must be 2D"):
+        model.generate(ids, attention_mask=torch.ones(1, 1, 12, 12), max_new_tokens=4, assistant_model=draft)
+
+
+def test_trees_off_is_the_chain_round():
+    model = tiny_model("llama")
+    ids = prompt(12)
+    draft = SDFPAssistant.from_target(model, quantize="int8", drafting=DraftingOptions(tree=False))
+    assert torch.equal(greedy(model, ids, assistant_model=draft), greedy(model, ids))
+    assert draft.stats.mean_tree_size <= draft.generation_config.num_assistant_tokens + DraftingOptions().lookup_tokens
+    assert "table" not in draft.stats.by_source()
