@@ -487,6 +487,10 @@ def run_benchmark(
         active = [m for m in methods if not m.error]
         step = 0
         for repeat in range(config.repeats):
+            for method in active:  # a pass must not find its own prompts' outputs in a draft's suffix memory
+                clear = getattr(method.draft, "clear_memory", None)
+                if repeat and clear is not None:
+                    clear()
             for index, (prompt, input_ids) in enumerate(zip(prompts, encoded)):
                 shift = step % len(active)
                 order = active[shift:] + active[:shift]

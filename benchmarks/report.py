@@ -51,7 +51,8 @@ def summarize(result: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     - ``tokens_per_s``: new tokens / total time;
     - ``tokens_per_round``: new tokens / verification rounds (Spec-Bench's mean accepted length: the
       accepted draft tokens plus the target's own token, per target forward; 1.0 for plain decoding);
-    - ``mean_draft_length``: drafted tokens per round that drafted;
+    - ``mean_draft_length``: drafted tokens per round that drafted (tree rounds: the mean tree size);
+    - ``nodes_by_source``: per candidate source, [tokens proposed, tokens accepted] (tree rounds);
     - ``spec_cache_peak_bytes``, ``peak_rss_bytes``: the largest over the runs.
     """
     runs = result["runs"]
@@ -100,10 +101,16 @@ def _figures(rows: list[dict[str, Any]], plain: dict[tuple[int, int], dict[str, 
     )
     rounds = sum(len(r["drafted_per_round"]) for r in rows)
     by_source: Counter = Counter()
+    nodes: dict[str, list[int]] = {}
     for r in rows:
         by_source.update(r.get("rounds_by_source") or {})
+        for name, (_, proposed, taken) in (r.get("nodes_by_source") or {}).items():
+            row = nodes.setdefault(name, [0, 0])
+            row[0] += proposed
+            row[1] += taken
     out.update(
         rounds_by_source=dict(sorted(by_source.items())) if by_source else None,
+        nodes_by_source=dict(sorted(nodes.items())) if nodes else None,
         plain_time_s=sum(plain[(r["question_id"], r["repeat"])]["time_s"] for r in paired),
         speedup=figures.get("speedup"),
         acceptance_rate=figures.get("acceptance_rate"),
@@ -202,8 +209,8 @@ def markdown_report(result: dict[str, Any]) -> str:
     lines.append("")
 
     header = (
-        "| method | category | speedup | tokens/s | tokens/round | accepted/round | acceptance | draft length "
-        "(mean; setting) | identical to plain | draft build | extra weights | spec. cache peak | peak RSS |"
+        "| method | category | speedup | tokens/s | tokens/round | accepted/round | acceptance | draft length or "
+        "tree size (mean; setting; per source) | identical to plain | draft build | extra weights | spec. cache peak | peak RSS |"
     )
     lines += ["All figures:", "", header, "| --- | --- |" + " ---: |" * 11]
     for name, per_cat in summary.items():
@@ -213,7 +220,11 @@ def markdown_report(result: dict[str, Any]) -> str:
             if f is None:
                 continue
             draft_len = "—" if method["kind"] == "plain" else f"{_fmt(f.get('mean_draft_length'))}; {_draft_setting(method)}"
-            if f.get("rounds_by_source"):
+            if f.get("nodes_by_source"):
+                draft_len += "; accepted/proposed " + ", ".join(
+                    f"{k} {taken}/{proposed}" for k, (proposed, taken) in f["nodes_by_source"].items()
+                )
+            elif f.get("rounds_by_source"):
                 draft_len += "; rounds " + ", ".join(f"{k} {v}" for k, v in f["rounds_by_source"].items())
             lines.append(
                 f"| {name} | {category} | {_fmt(f['speedup'], '.2f', 'x')} | {_fmt(f['tokens_per_s'], '.1f')} | "

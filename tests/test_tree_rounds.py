@@ -155,3 +155,20 @@ def test_trees_off_is_the_chain_round():
     assert torch.equal(greedy(model, ids, assistant_model=draft), greedy(model, ids))
     assert draft.stats.mean_tree_size <= draft.generation_config.num_assistant_tokens + DraftingOptions().lookup_tokens
     assert "table" not in draft.stats.by_source()
+
+
+def test_the_draft_runs_where_the_free_candidates_leave_room():
+    planner = loop.TreePlanner(vocab_size=96, options=DraftingOptions(), max_draft=4)
+    for width, seconds in [(1, 1.0), (8, 1.1)]:  # verification nearly free up to 8 nodes
+        planner.curve.record(width, seconds)
+    planner.draft_seconds, planner.overhead = 0.2, 0.0
+    for _ in range(20):
+        planner.calibration.record(loop.CHAIN, 1.0)  # the draft is nearly always right
+    empty = loop.CandidateTree.rooted_at(5)
+    free_rate = planner.size(empty.sorted_reach(), 0)[1]
+    assert loop._draft_pays(planner, empty, 4, free_rate)
+    # a lookup chain the target nearly surely takes: the draft would propose the same tokens
+    sure = loop.CandidateTree.rooted_at(5)
+    sure.add([6, 7, 8, 9], [0.99] * 4, "lookup:3:3")
+    free_rate = planner.size(sure.sorted_reach(), 0)[1]
+    assert not loop._draft_pays(planner, sure, 4, free_rate)

@@ -98,6 +98,11 @@ class TreePlanner:
                 best, best_rate = k, rate
         return best, best_rate
 
+    def draft_rate_at(self, depth: int) -> float:
+        """Predicted tokens per second of a round of `depth` draft tokens alone (0 before any measurement)."""
+        cost = self.cost(depth + 1, depth)
+        return self.draft_expected(depth) / cost if cost else 0.0
+
     def draft_depth(self) -> int:
         """The draft chain's length with the best predicted rate on its own (0: do not run the draft)."""
         if self.max_draft <= 0:
@@ -106,8 +111,7 @@ class TreePlanner:
             return self.max_draft  # never measured: run it, to measure
         best, best_rate = 0, 0.0
         for d in range(1, self.max_draft + 1):
-            cost = self.cost(d + 1, d)
-            rate = self.draft_expected(d) / cost if cost else 0.0
+            rate = self.draft_rate_at(d)
             if rate > best_rate:
                 best, best_rate = d, rate
         return best
@@ -201,15 +205,28 @@ def tree_generate(
         chain: list[int] = []
         draft_time = 0.0
         if depth and (probe or _draft_pays(planner, tree, depth, free_rate)):
-            depth = min(depth, PROBE_DEPTH) if probe else depth
             t = time.perf_counter()
-            chain = draft_proposals(draft, tree, cache, len(sequence), depth, planner.calibration)
+            if probe:
+                chain = draft_proposals(draft, tree, cache, len(sequence), min(depth, PROBE_DEPTH), planner.calibration)
+            else:
+                # draft on while the chain's reach pays for a step at the rate the round is expected to reach
+                min_reach = (planner.draft_seconds or 0.0) * max(free_rate, planner.draft_rate_at(depth))
+                chain = draft_proposals(
+                    draft, tree, cache, len(sequence), min(planner.max_draft, room - 1), planner.calibration,
+                    min_reach=min_reach,
+                )
             draft_time = time.perf_counter() - t
             planner.rounds_since_draft = 0
+            if chain and options.prompt_lookup:  # the context's continuations of the chain's end, free
+                end = chain[-1]
+                suffix = sequence + tree.path(end)
+                index.propose(tree, suffix[-index.max_ngram :], planner.calibration, length=options.lookup_tokens,
+                              parent=end)
         else:
             planner.rounds_since_draft += 1
         draft_steps = len(chain)
-        size, _ = planner.size(tree.sorted_reach(), draft_steps) if measured else (0, 0.0)
+        # the draft's steps are paid for by now: the cut weighs only what verifying more nodes costs
+        size, _ = planner.size(tree.sorted_reach(), 0) if measured else (0, 0.0)
         # a probe verifies the draft's chain whatever the cut, to measure its acceptance
         tree, _ = tree.best(size, max_depth=room - 1, keep=chain if probe else ())
 
@@ -279,12 +296,20 @@ def _free_proposals(tree: CandidateTree, sequence: list[int], index: NgramIndex,
 def _draft_pays(planner: TreePlanner, tree: CandidateTree, depth: int, free_rate: float) -> bool:
     """Whether drafting `depth` tokens is predicted to beat the free sources alone this round.
 
-    The draft's chain is expected to add nodes reached with the measured per-token acceptance `a`
-    (`a`, `a^2`, ...); the tree of the free nodes and those, cut at its best size with the draft's steps
-    paid for, against the best tree of the free nodes alone.
+    The draft's chain reaches depth `j` with the measured per-token acceptance `a` as `a^j`, but it adds
+    tokens only where the free nodes would not already have reached that depth (when a lookup is right, the
+    draft mostly proposes the same tokens): its gain at depth `j` is `a^j` times the chance that no free node
+    at depth `j` is accepted. The tree of the free nodes and those gains, cut at its best size with the
+    draft's steps paid for, against the best tree of the free nodes alone.
     """
     rate = planner.draft_rate
-    merged = sorted([*tree.sorted_reach(), *(rate ** (j + 1) for j in range(depth))], reverse=True)
+    reach = tree.reach()
+    covered = [0.0] * (depth + 1)
+    for node in range(1, len(tree)):
+        if tree.depths[node] <= depth:
+            covered[tree.depths[node]] += reach[node]
+    gains = [rate ** j * (1.0 - min(covered[j], 1.0)) for j in range(1, depth + 1)]
+    merged = sorted([*reach[1:], *gains], reverse=True)
     return planner.size(merged, depth)[1] > free_rate
 
 

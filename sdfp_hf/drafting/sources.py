@@ -99,11 +99,13 @@ class NgramIndex:
         length: int = 8,
         occurrences: int = 8,
         exclude_end: bool = False,
+        parent: int = 0,
     ) -> None:
-        """Add below the tree's root the continuations of the most recent occurrences of `suffix`'s last tokens.
+        """Add below `parent` (the root by default) the continuations of the most recent occurrences of
+        `suffix`'s last tokens.
 
         Args:
-            suffix: the context's last tokens (its root last).
+            suffix: the last tokens of the context up to `parent` (`parent`'s own token last).
             exclude_end: the occurrence that ends at the index's end is the suffix itself (the context's own
                 index): leave it out.
         """
@@ -127,7 +129,7 @@ class NgramIndex:
             share = count / parent_count
             key = f"{self.name}:{n}:{_share_bin(share)}"
             chance = calibration.chance(key, prior=0.5 * share)
-            node = 0
+            node = parent
             for token in path[:-1]:
                 node = tree.children[node][token]
             tree.add([path[-1]], [chance], key, node)
@@ -189,8 +191,11 @@ def draft_proposals(
     calibration: Calibration,
     *,
     siblings: int = 2,
+    min_reach: float = 0.0,
 ) -> list[int]:
-    """Add the draft's greedy chain of `depth` tokens below the root, with `siblings` runners-up at each depth.
+    """Add the draft's greedy chain of at most `depth` tokens below the root, with `siblings` runners-up at
+    each depth; the chain stops early where its estimated reach (the product of its nodes' calibrated
+    chances) falls below `min_reach`, the point where one more draft step no longer pays for itself.
 
     The draft reads the target's cache for the verified prefix (`DraftCache`), as in chain rounds. Its
     candidates are its most likely tokens (no sampling), so they are a function of the context.
@@ -199,7 +204,7 @@ def draft_proposals(
         `list[int]`: the chain's nodes.
     """
     cache = DraftCache(target_cache, draft.cache_layer_map)
-    node, token, chain = 0, tree.tokens[0], []
+    node, token, chain, reach = 0, tree.tokens[0], [], 1.0
     device = draft.get_input_embeddings().weight.device
     for step in range(depth):
         logits = draft.draft_logits(
@@ -212,7 +217,11 @@ def draft_proposals(
             key = f"draft-sibling:{min(int(values[rank] * 10), 9)}"
             tree.add([ids[rank]], [calibration.chance(key, prior=values[rank])], key, node)
         key = f"draft:{min(int(values[0] * 10), 9)}"
-        (node,) = tree.add([ids[0]], [calibration.chance(key, prior=values[0])], key, node)
+        chance = calibration.chance(key, prior=values[0])
+        (node,) = tree.add([ids[0]], [chance], key, node)
         chain.append(node)
         token = ids[0]
+        reach *= chance
+        if reach < min_reach:
+            break
     return chain
