@@ -199,20 +199,23 @@ def draft_proposals(
         `list[int]`: the chain's nodes.
     """
     cache = DraftCache(target_cache, draft.cache_layer_map)
-    node, token, chain = 0, tree.tokens[0], []
     device = draft.get_input_embeddings().weight.device
+    # The chain stays on the device (each step's token feeds the next) and comes to the host once.
+    token = torch.tensor([[tree.tokens[0]]], device=device)
+    positions = torch.arange(length - 1, length - 1 + depth, device=device).view(-1, 1, 1)
+    tops = []
     for step in range(depth):
-        logits = draft.draft_logits(
-            torch.tensor([[token]], device=device), torch.tensor([[length - 1 + step]], device=device), cache
-        )
-        probs = logits.softmax(-1)[0]
+        probs = draft.draft_logits(token, positions[step], cache).softmax(-1)[0]
         top = probs.topk(1 + siblings)
-        values, ids = top.values.tolist(), top.indices.tolist()
+        tops.append(torch.stack([top.values, top.indices.to(top.values.dtype)]))
+        token = top.indices[:1].view(1, 1)
+    node, chain = 0, []
+    for values, ids in torch.stack(tops).tolist() if tops else []:
+        ids = [int(i) for i in ids]
         for rank in range(1, len(ids)):
             key = f"draft-sibling:{min(int(values[rank] * 10), 9)}"
             tree.add([ids[rank]], [calibration.chance(key, prior=values[rank])], key, node)
         key = f"draft:{min(int(values[0] * 10), 9)}"
         (node,) = tree.add([ids[0]], [calibration.chance(key, prior=values[0])], key, node)
         chain.append(node)
-        token = ids[0]
     return chain
