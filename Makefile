@@ -5,8 +5,12 @@ PY := $(VENV)/bin/python
 # The CPU build of torch (a plain `pip install torch` may pull a multi-GB CUDA build).
 TORCH ?= torch==2.13.0
 DEMO_MODEL ?= smollm2-135m
+# The oldest transformers sdfp-hf supports (pyproject.toml's lower bound), in a venv of its own.
+OLDEST_TRANSFORMERS ?= transformers==5.20.*
+VENV_OLDEST ?= .venv-oldest
+PY_OLDEST := $(VENV_OLDEST)/bin/python
 
-.PHONY: install demo test bench clean
+.PHONY: install install-oldest demo test test-oldest bench clean
 
 install: $(VENV)/.installed
 
@@ -28,5 +32,19 @@ test: install
 	$(PY) -m benchmarks.catalogue install $(DEMO_MODEL)
 	$(PY) -m pytest
 
+# The generation / lossless tests (marker `lossless`) on the oldest supported transformers.
+install-oldest: $(VENV_OLDEST)/.installed
+
+$(VENV_OLDEST)/.installed: pyproject.toml
+	python3 -m venv $(VENV_OLDEST)
+	$(PY_OLDEST) -m pip install --quiet --upgrade pip
+	$(PY_OLDEST) -m pip install --quiet "$(TORCH)"
+	$(PY_OLDEST) -m pip install --quiet "$(OLDEST_TRANSFORMERS)" -e ".[test]"
+	touch $@
+
+test-oldest: install-oldest
+	$(PY_OLDEST) -c "import transformers; print('transformers', transformers.__version__)"
+	$(PY_OLDEST) -m pytest -m "lossless and not slow" -p no:cacheprovider
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV_OLDEST) build *.egg-info .pytest_cache

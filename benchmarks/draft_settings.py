@@ -16,6 +16,7 @@ import torch
 from transformers import DynamicCache
 
 from sdfp_hf import SDFPAssistant
+from sdfp_hf._compat import cache_kwargs
 from sdfp_hf.models import load_model
 from sdfp_hf.replay import replay_acceptance
 
@@ -34,10 +35,10 @@ draft = SDFPAssistant.from_target(model, skip_layers=[int(1 + i * (n - 2) / k) f
 def step_seconds(m, ids, repeats=10):
     cache = DynamicCache(config=m.config)
     with torch.no_grad():
-        m(ids, cache=cache)
+        m(ids, **cache_kwargs(m, cache))
         start = time.perf_counter()
         for i in range(repeats):
-            m(ids[:, -1:], cache=cache, logits_to_keep=1)
+            m(ids[:, -1:], logits_to_keep=1, **cache_kwargs(m, cache))
     return (time.perf_counter() - start) / repeats
 
 

@@ -29,6 +29,7 @@ from transformers import DynamicCache
 from benchmarks._report import write_report
 from benchmarks.methods import select_skip_layers
 from benchmarks.prompts import encode_prompt, load_prompts
+from sdfp_hf._compat import cache_kwargs
 from sdfp_hf.assistant import SDFPAssistant
 from sdfp_hf.cache import DraftCache
 from sdfp_hf.calibration import build_calibration
@@ -48,7 +49,7 @@ def _step_seconds(model, ids: torch.Tensor, cache, repeats: int) -> float:
             if isinstance(model, SDFPAssistant):
                 model.draft_logits(ids[:, -1:], position, DraftCache(scratch, model.cache_layer_map))
             else:
-                model(input_ids=ids[:, -1:], position_ids=position, cache=scratch, use_cache=True)
+                model(input_ids=ids[:, -1:], position_ids=position, use_cache=True, **cache_kwargs(model, scratch))
             best = min(best, time.perf_counter() - start)
     return best
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ids = max(prompt_ids, key=lambda t: t.shape[1])[:, :256]
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
-        model(input_ids=ids[:, :-1], cache=cache, use_cache=True)
+        model(input_ids=ids[:, :-1], use_cache=True, **cache_kwargs(model, cache))
     times: dict[str, list[float]] = {name: [] for name in ["target", *drafts]}
     for _ in range(3):  # interleaved, so that machine noise hits all alike
         times["target"].append(_step_seconds(model, ids, cache, args.repeats))

@@ -6,6 +6,18 @@ private attributes, and the cache layer classes. Each is named here once, with a
 the package needs (a parameter exists, a method exists): never a search of transformers' source text.
 `check_transformers()` runs the checks and fails with one line naming the supported range; the rest of
 the package imports these names from here, not from transformers' private modules.
+
+Supported: transformers 5.20 to 5.24 (`SUPPORTED_TRANSFORMERS`). What differs across that range, and how
+it is bridged here:
+
+- the keyword that passes a cache to a model's forward: `cache=` from 5.24, `past_key_values=` before
+  (an older model takes an unknown `cache=` into `**kwargs` and silently runs WITHOUT the cache):
+  `cache_kwargs(model, cache)` reads the keyword from the forward's signature;
+- `DummyLayer` (a cache layer that holds nothing, for a layer whose attention is skipped) exists from
+  5.23: `no_cache_layer(peer)` gives it, or before 5.23 a stand-in that answers for a real layer of
+  the same cache, which is what older caches ask of every layer.
+
+Device helpers live here too: `synchronize(device)` (a timer must wait for the device it times).
 """
 
 from __future__ import annotations
@@ -16,7 +28,7 @@ from typing import Any
 
 import torch
 import transformers
-from transformers.cache_utils import Cache, CacheLayerMixin, DummyLayer, DynamicCache, DynamicLayer
+from transformers.cache_utils import Cache, CacheLayerMixin, DynamicCache, DynamicLayer
 from transformers.generation.candidate_generator import AssistedCandidateGenerator, CandidateGenerator
 from transformers.generation.utils import GenerationMixin
 
@@ -24,6 +36,11 @@ try:
     from transformers.cache_utils import DynamicSlidingWindowLayer
 except ImportError:  # pragma: no cover - every supported version has it
     DynamicSlidingWindowLayer = None  # type: ignore[assignment,misc]
+
+try:
+    from transformers.cache_utils import DummyLayer
+except ImportError:  # transformers < 5.23
+    DummyLayer = None  # type: ignore[assignment,misc]
 
 __all__ = [
     "SUPPORTED_TRANSFORMERS",
@@ -36,6 +53,8 @@ __all__ = [
     "DynamicLayer",
     "DynamicSlidingWindowLayer",
     "attn_implementation",
+    "cache_keyword",
+    "cache_kwargs",
     "cache_of",
     "check_transformers",
     "commit_hash",
@@ -45,11 +64,15 @@ __all__ = [
     "int4_weight_only_mm",
     "int8_weight_only_mm",
     "max_length_of",
+    "no_cache_layer",
+    "placement_problem",
+    "quantization_problem",
     "supports_custom_generate",
+    "synchronize",
     "weight_only_formats",
 ]
 
-SUPPORTED_TRANSFORMERS = ("5.24", "5.24")
+SUPPORTED_TRANSFORMERS = ("5.20", "5.24")
 """The oldest and newest transformers minor versions sdfp-hf is tested with (pyproject.toml agrees)."""
 
 # `_get_candidate_generator` is called with keyword arguments only; these are the ones sdfp-hf reads.
@@ -69,12 +92,24 @@ def _problems() -> list[str]:
     get_candidates = inspect.signature(AssistedCandidateGenerator.get_candidates).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in get_candidates.values()) and "model_kwargs" not in get_candidates:
         problems.append("AssistedCandidateGenerator.get_candidates takes no `model_kwargs`")
+    layer_api = ("get_seq_length", "get_mask_sizes", "update", "lazy_initialization")
+    problems += [f"cache layers have no `{name}`" for name in layer_api if not hasattr(DynamicLayer, name)]
+    if "layers" not in inspect.signature(Cache.__init__).parameters:
+        problems.append("`Cache` takes no `layers`")
     return problems
 
 
-def check_transformers() -> None:
-    """Fail with one clear line if the installed transformers lacks what sdfp-hf's hook needs."""
+def check_transformers(model: Any = None) -> None:
+    """Fail with one clear line if the installed transformers lacks what sdfp-hf needs.
+
+    Args:
+        model (*optional*): a target; its forward must take a cache by a keyword sdfp-hf knows.
+    """
     problems = _problems()
+    if model is not None:
+        for module in (model, getattr(model, "base_model", None)):
+            if module is not None and _keyword_of(type(module).forward) is None:
+                problems.append(f"{type(module).__name__}.forward takes neither `cache` nor `past_key_values`")
     if problems:
         oldest, newest = SUPPORTED_TRANSFORMERS
         raise RuntimeError(
@@ -122,10 +157,151 @@ def commit_hash(config: Any) -> str | None:
     return getattr(config, "_commit_hash", None)
 
 
+@functools.cache
+def _keyword_of(forward: Any) -> str | None:
+    parameters = inspect.signature(forward).parameters  # follows `functools.wraps` (deprecate_kwarg)
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def cache_keyword(model: Any) -> str:
+    """The keyword `model`'s forward takes its cache by: ``"cache"`` (transformers >= 5.24) or ``"past_key_values"``."""
+    keyword = _keyword_of(type(model).forward)
+    if keyword is None:
+        check_transformers(model)
+    return keyword
+
+
+def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+    """``{keyword: cache}`` for a call of `model` (a causal LM or its base model): ``model(ids, **cache_kwargs(model, c))``.
+
+    Before 5.24 a model's forward takes `past_key_values` and swallows an unknown `cache=` into its
+    `**kwargs`, running without the cache (silently wrong), so every forward sdfp-hf makes goes through this.
+    """
+    return {cache_keyword(model): cache}
+
+
+class _PeerLayer:
+    """A cache layer that holds nothing and answers size questions as `peer` does (transformers < 5.23).
+
+    Caches before 5.23 have no `DummyLayer`: they ask any layer for its length and mask sizes (the first
+    full-attention layer for the causal mask, the first sliding one for the sliding mask), so a stand-in
+    for a skipped attention must answer as a real layer of the same cache does. It is never written.
+    """
+
+    is_compileable = False
+    is_croppable = True
+    supports_early_init = False
+
+    def __init__(self, peer: Any = None):
+        self.peer = peer
+        self.is_sliding = bool(getattr(peer, "is_sliding", False))
+        self.is_initialized = True
+        self.keys = self.values = None
+
+    def update(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("sdfp-hf: a skipped attention layer's cache was written to")
+
+    def lazy_initialization(self, *args: Any, **kwargs: Any) -> None: ...
+
+    def get_seq_length(self) -> int:
+        return 0 if self.peer is None else self.peer.get_seq_length()
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return (query_length, 0) if self.peer is None else self.peer.get_mask_sizes(query_length)
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def offload(self) -> None: ...
+
+    def prefetch(self) -> None: ...
+
+    def reset(self) -> None: ...
+
+    def crop(self, tokens_to_remove: int) -> None: ...
+
+    def reorder_cache(self, beam_idx: Any) -> None: ...
+
+    def batch_repeat_interleave(self, repeats: int) -> None: ...
+
+    def batch_select_indices(self, indices: Any) -> None: ...
+
+
+if DummyLayer is None:
+    # Older caches recognise attention layers by this base class (get_seq_length, get_mask_sizes).
+    _PeerLayer = type("_PeerLayer", (_PeerLayer, CacheLayerMixin), {"__doc__": _PeerLayer.__doc__})
+
+
+def no_cache_layer(peer: Any = None) -> Any:
+    """A cache layer for a layer whose attention is skipped: `DummyLayer`, or before 5.23 a stand-in for `peer`.
+
+    Args:
+        peer (*optional*): a real layer of the same cache (any kind); the stand-in reports its length,
+            mask sizes and sliding kind, which is what caches before 5.23 ask of every layer.
+    """
+    if DummyLayer is not None:
+        return DummyLayer()
+    return _PeerLayer(peer)
+
+
 def cache_of(model_kwargs: Any) -> Any:
     """The cache in a model output or in the keyword arguments assisted decoding passes a round (None if absent)."""
     cache = model_kwargs.get("cache")
     return cache if cache is not None else model_kwargs.get("past_key_values")
+
+
+def quantization_problem(model: Any) -> str | None:
+    """Why a draft cannot be built from `model` because of how its weights are quantized (None: it can).
+
+    A target loaded through a transformers quantizer (bitsandbytes, GPTQ, AWQ, torchao, ...) keeps its
+    weights in the backend's own modules and tensor types, which the draft's copies of the kept layers
+    and its weight-only requantization cannot share or read. A model loaded from GGUF is dequantized on
+    load into ordinary tensors and is not refused.
+    """
+    quantizer = getattr(model, "hf_quantizer", None)
+    config = getattr(getattr(model, "config", None), "quantization_config", None)
+    if quantizer is None and config is None:
+        return None
+    method = getattr(config, "quant_method", None)
+    if method is None and isinstance(config, dict):
+        method = config.get("quant_method")
+    if method is None and quantizer is not None:
+        method = type(quantizer).__name__
+    method = getattr(method, "value", method)
+    return f"the model is quantized ({method})"
+
+
+def placement_problem(model: Any) -> str | None:
+    """Why a draft cannot share `model`'s modules because of where accelerate put them (None: it can).
+
+    `device_map` over several devices, `offload_folder` / CPU offload and `cpu_offload` attach accelerate
+    hooks to the model's modules (`_hf_hook`): each hooked forward is bound to its own module, so the
+    draft's copies of the kept layers would run the TARGET's layers (with the target's cache indices), and
+    offloaded weights live on the meta device until the hook loads them. A model on one device (no
+    `device_map`, or ``device_map={"": device}``, which attaches no hooks) is fine.
+    """
+    hooked = [name for name, module in model.named_modules() if getattr(module, "_hf_hook", None) is not None]
+    if hooked:
+        where = sorted(set(map(str, (getattr(model, "hf_device_map", None) or {}).values())))
+        spread = f" (device_map over {', '.join(where)})" if where else ""
+        return f"its modules carry accelerate hooks{spread}: {len(hooked)} hooked, e.g. `{hooked[0] or type(model).__name__}`"
+    meta = next((n for n, p in model.named_parameters() if p.device.type == "meta"), None)
+    if meta is not None:
+        return f"parameter `{meta}` is on the meta device (offloaded or not loaded)"
+    return None
+
+
+def synchronize(device: Any) -> None:
+    """Wait for the work queued on `device` (a no-op on CPU): a timer must not stop before the device does.
+
+    Asynchronous devices (CUDA, XPU, MPS) return from a kernel launch at once; the time of a forward is
+    only its time once the device has finished it.
+    """
+    device = torch.device(device)
+    backend = getattr(torch, device.type, None) if device.type != "cpu" else None
+    sync = getattr(backend, "synchronize", None)
+    if sync is not None and getattr(backend, "is_available", lambda: False)():
+        sync(device) if device.type == "cuda" else sync()
 
 
 # ---------------------------------------------------------------------------------------------- kernels

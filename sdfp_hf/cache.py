@@ -27,10 +27,11 @@ import torch
 from ._compat import (
     Cache,
     CacheLayerMixin,
-    DummyLayer,
     DynamicLayer,
     DynamicSlidingWindowLayer,
     attn_implementation,
+    cache_kwargs,
+    no_cache_layer,
 )
 
 __all__ = [
@@ -126,8 +127,9 @@ class DraftCache(Cache):
     """
 
     def __init__(self, target_cache: Cache, layer_map: Sequence[int | None]):
-        layers = [DummyLayer() if t is None else SpeculativeLayer(target_cache.layers[t]) for t in layer_map]
-        super().__init__(layers=layers)
+        layers = [None if t is None else SpeculativeLayer(target_cache.layers[t]) for t in layer_map]
+        peer = next((layer for layer in layers if layer is not None), None)
+        super().__init__(layers=[no_cache_layer(peer) if layer is None else layer for layer in layers])
 
 
 class PrefixLayer:
@@ -179,7 +181,8 @@ class PrefixCache(Cache):
     """A cache of `PrefixLayer`s (`None` for a layer that holds no cache, e.g. a skipped attention)."""
 
     def __init__(self, layers: Sequence[PrefixLayer | None]):
-        super().__init__(layers=[DummyLayer() if layer is None else layer for layer in layers])
+        peer = next((layer for layer in layers if layer is not None), None)
+        super().__init__(layers=[no_cache_layer(peer) if layer is None else layer for layer in layers])
 
 
 def prefix_masks(
@@ -263,7 +266,8 @@ def local_forward(
     if record is not None:
         record.extend(layers)
     return model(
-        input_ids=input_ids, attention_mask=masks, position_ids=positions, cache=PrefixCache(layers), use_cache=True
+        input_ids=input_ids, attention_mask=masks, position_ids=positions, use_cache=True,
+        **cache_kwargs(model, PrefixCache(layers)),
     ).logits
 
 

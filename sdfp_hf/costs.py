@@ -15,6 +15,8 @@ predictions (`ReplayResult.predicted_speedup`).
 - `CostCurve`: the measured time of a verification over `n` tokens, learnt while generating, per width
   bucket: flat up to some width where verification is memory-bound (GPUs, bf16 on CPUs), rising where it
   is not (fp32 on CPUs); interpolated between measured widths, never assumed linear.
+- `clock(device)`: the timer every measurement here and in the decoding rounds reads: it first waits for
+  the device's queued work (a CUDA forward returns before it has run).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._compat import cache_of
+from ._compat import cache_kwargs, cache_of, synchronize
 from .cache import DraftCache
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ __all__ = [
     "MAX_DRAFT",
     "CostCurve",
     "StepCosts",
+    "clock",
     "expected_tokens",
     "measure_step_costs",
     "predict_speedup",
@@ -45,6 +48,18 @@ __all__ = [
 
 MAX_DRAFT = 8
 """Longest draft the profiler's replay measures (and may recommend)."""
+
+
+def clock(device: torch.device | str | None = None) -> float:
+    """`time.perf_counter()`, read once `device` has finished the work queued on it (no wait on CPU).
+
+    On CUDA a forward returns when its kernels are queued; a timer around it must wait for the device or
+    it measures the launch, not the work. Read it where the round waits for the device anyway (before a
+    forward whose inputs are ready, after one whose outputs acceptance reads) and it adds no stall.
+    """
+    if device is not None:
+        synchronize(device)
+    return time.perf_counter()
 
 
 def throughput(tokens: float, draft_steps: float, draft_step_cost: float, verify_cost: float) -> float:
@@ -131,15 +146,15 @@ def measure_step_costs(
     def target_step(n: int) -> float:
         ids, pos = (token, position) if n == 1 else (verify_ids[:, :n], verify_pos[:, :n])
         scratch = copy.deepcopy(cache)  # sliding-window layers cannot always be cropped back
-        t = time.perf_counter()
-        model(input_ids=ids, position_ids=pos, cache=scratch, use_cache=True, logits_to_keep=n)
-        return time.perf_counter() - t
+        t = clock(device)
+        model(input_ids=ids, position_ids=pos, use_cache=True, logits_to_keep=n, **cache_kwargs(model, scratch))
+        return clock(device) - t
 
     def draft_step(draft: Any) -> float:
         draft_cache = DraftCache(cache, draft.cache_layer_map)
-        t = time.perf_counter()
-        draft(input_ids=token, position_ids=position, cache=draft_cache, use_cache=True, logits_to_keep=1)
-        return time.perf_counter() - t
+        t = clock(device)
+        draft(input_ids=token, position_ids=position, use_cache=True, logits_to_keep=1, **cache_kwargs(draft, draft_cache))
+        return clock(device) - t
 
     for _ in range(warmup):
         target_step(1)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from ._compat import cache_kwargs, check_transformers, placement_problem, quantization_problem
 from .architectures import ArchitectureSpec, UnsupportedModelError, get_architecture
 from .config import SDFPConfig
 from .drafting.options import DraftingOptions
@@ -113,7 +114,8 @@ class DraftModel:
             reduced draft vocabulary only its tokens are scored; the others are `-inf` (probability 0).
         """
         hidden = self.base_model(
-            input_ids=input_ids, position_ids=position_ids, cache=cache, use_cache=True, attention_mask=attention_mask
+            input_ids=input_ids, position_ids=position_ids, use_cache=True, attention_mask=attention_mask,
+            **cache_kwargs(self.base_model, cache),
         )
         logits = self.get_output_embeddings()(hidden.last_hidden_state[:, -1]).float()
         softcap = getattr(self.config.get_text_config(), "final_logit_softcapping", None)
@@ -318,14 +320,34 @@ def _quantize(branch: nn.Module, precision: str, group_size: int, copies: dict |
 
 
 def target_architecture(model: Any) -> ArchitectureSpec:
-    """The layout of a model a draft can be built from, or a clear error (a draft, not a model, unsupported)."""
+    """The layout of a model a draft can be built from, or a clear error.
+
+    Refused, each with one line: a draft, not a model, an unsupported architecture, a transformers
+    version without what the draft needs, quantized weights (bitsandbytes, GPTQ, torchao, ...), modules
+    dispatched or offloaded by accelerate.
+    """
     if isinstance(model, DraftModel):
         raise ValueError("`model` is already an sdfp-hf draft: pass the target model it was built from")
     if not isinstance(model, PreTrainedModel):
         raise UnsupportedModelError(
             f"expected a transformers PreTrainedModel (a *ForCausalLM), got {type(model).__name__}"
         )
-    return get_architecture(model)
+    spec = get_architecture(model)
+    check_transformers(model)
+    quantized = quantization_problem(model)
+    if quantized:
+        raise UnsupportedModelError(
+            f"sdfp-hf cannot build a draft of this model: {quantized}, and a draft shares or requantizes the "
+            "target's plain weights. Load the model unquantized (bf16 / fp16 / fp32, or a GGUF file, which "
+            "loads dequantized); the draft itself can hold int8 / int4 copies (`quantize=`)"
+        )
+    placed = placement_problem(model)
+    if placed:
+        raise UnsupportedModelError(
+            f"sdfp-hf cannot build a draft of this model: {placed}. Load it on one device (no `device_map`, or "
+            "`device_map={'': 'cuda:0'}`), without offloading"
+        )
+    return spec
 
 
 def build_draft(

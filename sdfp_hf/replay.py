@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._compat import Cache, DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
+from ._compat import Cache, DynamicCache, DynamicLayer, DynamicSlidingWindowLayer, cache_kwargs
 from .cache import DraftCache, PrefixCache, PrefixLayer, local_forward, prefix_masks
 from .calibration import CalibrationData, generate_continuations
 from .costs import MAX_DRAFT, throughput
@@ -173,7 +173,7 @@ def _trajectory_of_output(
 ) -> Trajectories:
     """One sequence's trajectory from a known output, with the keys and values of a plain full forward."""
     full = DynamicCache()  # plain full layers keep every position, sliding-window layers included
-    model(input_ids=output_ids, cache=full, use_cache=True)
+    model(input_ids=output_ids, use_cache=True, **cache_kwargs(model, full))
     return Trajectories(
         input_ids=output_ids,
         lengths=[output_ids.shape[1]],
@@ -210,7 +210,8 @@ class _TeacherForcedChains:
             None if j is None else PrefixLayer(t.keys[j][index], t.values[j][index]) for j in self.draft.cache_layer_map
         ]
         logits = self.draft(
-            input_ids=q_ids, position_ids=q_pos, attention_mask=masks, cache=PrefixCache(layers), use_cache=True
+            input_ids=q_ids, position_ids=q_pos, attention_mask=masks, use_cache=True,
+            **cache_kwargs(self.draft, PrefixCache(layers)),
         ).logits.float()
         confidence, tokens = logits.softmax(dim=-1).max(dim=-1)
         return [list(zip(t, c)) for t, c in zip(tokens.tolist(), confidence.tolist())]
@@ -535,7 +536,7 @@ def one_step_agreement(draft: Any, trajectories: Trajectories, top_k: int = 1) -
         None if t is None else PrefixLayer(trajectories.keys[t], trajectories.values[t]) for t in draft.cache_layer_map
     ]
     logits = draft(
-        input_ids=q_ids, position_ids=q_pos, attention_mask=masks, cache=PrefixCache(layers), use_cache=True
+        input_ids=q_ids, position_ids=q_pos, attention_mask=masks, use_cache=True, **cache_kwargs(draft, PrefixCache(layers))
     ).logits
     nxt = ids.gather(1, (q_pos + 1).clamp(max=ids.shape[1] - 1))
     agree = (logits.topk(top_k, dim=-1).indices == nxt[..., None]).any(dim=-1) & valid

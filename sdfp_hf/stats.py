@@ -13,7 +13,8 @@ __all__ = ["DraftStats"]
 
 @dataclass
 class DraftStats:
-    """Acceptance statistics of the last `generate` call that used this draft.
+    """Acceptance statistics of the last `generate` call that used this draft (of all the calls that
+    overlapped it, when threads share the draft: `sdfp_hf.drafting.calls`).
 
     `drafted_per_round[i]` tokens were proposed in verification round `i` and the target accepted
     `accepted_per_round[i]` of them; `source_per_round[i]` says where they came from (`"draft"`: the
@@ -37,6 +38,17 @@ class DraftStats:
         for name, (proposed, taken) in (per_source or {source: [drafted, accepted]}).items():
             row = self.nodes_by_source.setdefault(name, [0, 0, 0])
             row[0] += 1
+            row[1] += proposed
+            row[2] += taken
+
+    def merge(self, other: DraftStats) -> None:
+        """Add `other`'s rounds to these (the rounds of calls that ran at the same time)."""
+        self.drafted_per_round.extend(other.drafted_per_round)
+        self.accepted_per_round.extend(other.accepted_per_round)
+        self.source_per_round.extend(other.source_per_round)
+        for name, (rounds, proposed, taken) in other.nodes_by_source.items():
+            row = self.nodes_by_source.setdefault(name, [0, 0, 0])
+            row[0] += rounds
             row[1] += proposed
             row[2] += taken
 

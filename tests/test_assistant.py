@@ -32,6 +32,7 @@ def arch_model(request):
     return request.param, tiny_model(request.param)
 
 
+@pytest.mark.lossless
 @pytest.mark.parametrize("drafting", [DRAFT_ONLY, DraftingOptions()], ids=["draft-only", "default"])
 @pytest.mark.parametrize("skip", sorted(SKIPS))
 def test_greedy_equals_plain_greedy(arch_model, skip, drafting):
@@ -53,6 +54,7 @@ def _zero_skipped_branches(model, draft):
                     p.zero_()
 
 
+@pytest.mark.lossless
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 @pytest.mark.parametrize("skip", ["middle", "sublayers"])
 def test_oracle_draft_is_always_accepted(arch, skip):
@@ -141,13 +143,14 @@ def test_draft_settings_are_on_the_drafts_generation_config():
 
 def _exact_distribution(model, ids, steps):
     """Exact probability of every `steps`-token continuation of `ids` under `model` (sampling, T=1)."""
-    seqs, probs = ids, torch.ones(1)
+    seqs, probs = ids, torch.ones(1, device=ids.device)
     with torch.no_grad():
         for _ in range(steps):
             p = model(seqs).logits[:, -1].float().softmax(-1)
             probs = (probs[:, None] * p).reshape(-1)
-            seqs = torch.cat([seqs.repeat_interleave(p.shape[1], 0), torch.arange(p.shape[1]).repeat(len(seqs))[:, None]], 1)
-    return probs
+            tokens = torch.arange(p.shape[1], device=ids.device).repeat(len(seqs))[:, None]
+            seqs = torch.cat([seqs.repeat_interleave(p.shape[1], 0), tokens], 1)
+    return probs.cpu()
 
 
 def _sampled_continuations_p_value(model, draft, ids, steps, draws, extra_steps=0):
@@ -182,6 +185,7 @@ def _sampled_continuations_p_value(model, draft, ids, steps, draws, extra_steps=
     return torch.special.gammaincc(torch.tensor((len(o) - 1) / 2, dtype=torch.float64), chi2 / 2).item()
 
 
+@pytest.mark.lossless
 def test_sampling_keeps_the_target_distribution(monkeypatch):
     """Sampled continuations follow the target's exact distribution; a biased sampler is caught."""
     vocab, steps, draws = 5, 3, 1200
@@ -204,6 +208,7 @@ def test_sampling_keeps_the_target_distribution(monkeypatch):
     assert _sampled_continuations_p_value(model, draft, ids, steps, draws) < 1e-3
 
 
+@pytest.mark.lossless
 def test_sampling_with_lookup_appended_to_draft_chains_keeps_the_target_distribution(forced_extended_drafts):
     """Draft chains extended by a lookup (point-mass q for the appended tokens) stay exact."""
     vocab, steps, draws = 5, 3, 1200
@@ -231,6 +236,7 @@ def LlamaForCausalLM_tiny(vocab):
     return model
 
 
+@pytest.mark.lossless
 @pytest.mark.parametrize("per_call", [False, True])
 def test_pipeline_gives_the_same_text(per_call):
     model, tokenizer = tiny_model("llama"), tiny_tokenizer()
@@ -289,6 +295,7 @@ def test_encoder_decoder_and_state_space_models_are_unsupported():
         SDFPAssistant.from_target(mamba, skip_layers=[0])
 
 
+@pytest.mark.lossless
 def test_batch_size_above_one_is_a_clear_error():
     model = tiny_model("llama")
     draft = SDFPAssistant.from_target(model, skip_layers=[1])

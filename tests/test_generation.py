@@ -14,6 +14,8 @@ from sdfp_hf.drafting.chain import SDFPCandidateGenerator
 from sdfp_hf.drafting.lookup import prompt_lookup
 from sdfp_hf.drafting.planner import RoundPlanner, planner_of
 
+pytestmark = pytest.mark.lossless
+
 
 @pytest.fixture(autouse=True)
 def chain_rounds(monkeypatch):

@@ -35,6 +35,7 @@ def mixed_plan(num_layers: int = NUM_LAYERS) -> DraftPlan:
     return DraftPlan.from_lists(num_layers, **MIXED)
 
 
+@pytest.mark.lossless
 @pytest.mark.parametrize("drafting", [DRAFT_ONLY, DraftingOptions()], ids=["draft-only", "default"])
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_greedy_equals_plain_greedy_with_quantized_shared_and_skipped_branches(arch, drafting):
@@ -66,6 +67,7 @@ def test_a_quantized_draft_agrees_with_its_target_far_more_than_a_skipping_one()
     assert agreement["int8"] > 0.9 > agreement["skip"]
 
 
+@pytest.mark.lossless
 def test_sampling_with_a_quantized_draft_keeps_the_target_distribution():
     vocab, steps, draws = 5, 3, 1200
     torch.manual_seed(3)

@@ -8,8 +8,11 @@ import torch
 from tiny_models import ARCHITECTURES, prompt, tiny_model
 from transformers import DynamicCache
 
+from sdfp_hf._compat import cache_kwargs
 from sdfp_hf.cache import commit_tree, prepare_tree_cache
 from sdfp_hf.drafting.tree import CandidateTree, attention_masks
+
+pytestmark = pytest.mark.lossless
 
 
 def random_tree(root: int, seed: int, size: int = 9, vocab: int = 96, deep: bool = False) -> CandidateTree:
@@ -28,7 +31,7 @@ def verify(model, cache, tree, length):
     masks = attention_masks(tree, cache, getattr(model.config, "layer_types", None), model.dtype, torch.device("cpu"))
     positions = torch.tensor([[length - 1 + d for d in tree.depths]])
     return model(input_ids=torch.tensor([tree.tokens]), position_ids=positions, attention_mask=masks,
-                 cache=cache, use_cache=True).logits[0]
+                 use_cache=True, **cache_kwargs(model, cache)).logits[0]
 
 
 @pytest.mark.parametrize(
@@ -41,7 +44,7 @@ def test_every_node_gets_its_own_paths_logits_and_the_commit_is_plain_decoding(a
     ids = prompt(length, seed=1)
     with torch.no_grad():
         cache = DynamicCache(config=model.config)
-        model(input_ids=ids[:, :-1], cache=cache, use_cache=True)
+        model(input_ids=ids[:, :-1], use_cache=True, **cache_kwargs(model, cache))
         prepare_tree_cache(cache)
         tree = random_tree(int(ids[0, -1]), seed=length, size=size, deep=deep)
         assert not deep or max(tree.depths) > 8
@@ -61,13 +64,13 @@ def test_every_node_gets_its_own_paths_logits_and_the_commit_is_plain_decoding(a
         sequence = torch.cat([ids, torch.tensor([tree.path(deepest)], dtype=torch.long)], dim=1)
         assert cache.get_seq_length() == sequence.shape[1]
         plain = DynamicCache(config=model.config)
-        model(input_ids=sequence, cache=plain, use_cache=True)
+        model(input_ids=sequence, use_cache=True, **cache_kwargs(model, plain))
         for ours, theirs in zip(cache.layers, plain.layers):
             torch.testing.assert_close(ours.keys, theirs.keys, rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(ours.values, theirs.values, rtol=1e-4, atol=1e-5)
         nxt = torch.tensor([[7]])
-        ours = model(input_ids=nxt, cache=cache, use_cache=True).logits[0, -1]
-        theirs = model(input_ids=nxt, cache=plain, use_cache=True).logits[0, -1]
+        ours = model(input_ids=nxt, use_cache=True, **cache_kwargs(model, cache)).logits[0, -1]
+        theirs = model(input_ids=nxt, use_cache=True, **cache_kwargs(model, plain)).logits[0, -1]
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
 
 

@@ -14,6 +14,8 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 from sdfp_hf import DraftingOptions, SDFPAssistant
 from sdfp_hf.drafting import loop
 
+pytestmark = pytest.mark.lossless
+
 NEW_TOKENS = 40  # past the tiny models' sliding window (8) with the prompt
 
 

@@ -10,7 +10,6 @@ speculative sampling, with the draft's processed logits as q).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
@@ -18,6 +17,8 @@ import transformers
 
 from .._compat import AssistedCandidateGenerator, cache_of, eos_token_ids, max_length_of
 from ..cache import DraftCache
+from ..costs import clock
+from .calls import current_call
 from .lookup import prompt_lookup
 from .options import DraftingOptions
 from .planner import planner_of
@@ -48,8 +49,8 @@ class SDFPCandidateGenerator(AssistedCandidateGenerator):
         self.eos_token_ids = eos_token_ids(self.generation_config)
         self.layer_map = self.assistant_model.cache_layer_map
         self.options: DraftingOptions = self.assistant_model.drafting
-        self.stats = self.assistant_model.stats
-        self.stats.reset()
+        self.stats = current_call(self.assistant_model).stats
+        self.device = self.assistant_model.get_input_embeddings().weight.device
         self.planner = None
         if self.options.adaptive:
             self.planner = planner_of(self.assistant_model, int(self.num_assistant_tokens))
@@ -78,9 +79,9 @@ class SDFPCandidateGenerator(AssistedCandidateGenerator):
             `(1, n, vocab_size)` (the draft's processed logits, used by speculative sampling) or None
             (nothing drafted, or a prompt-lookup proposal, which carries no distribution).
         """
-        start = time.perf_counter()
+        start = clock(self.device)
         candidates, logits, source = self._propose(input_ids, model_kwargs, is_first_iteration)
-        now = time.perf_counter()
+        now = clock(self.device)
         self._round = (source, now - start, now)
         return candidates, logits
 
@@ -156,29 +157,33 @@ class SDFPCandidateGenerator(AssistedCandidateGenerator):
             attention_mask = None
         threshold = self.assistant_confidence_threshold
         tokens, logits = input_ids, []
+        positions = torch.arange(length - 1, length - 1 + max_new_tokens, device=tokens.device).view(-1, 1, 1)
         for step in range(max_new_tokens):
             mask = None
             if attention_mask is not None:
                 mask = torch.cat([attention_mask, attention_mask.new_ones((1, step))], dim=-1)
-            scores = self.assistant_model.draft_logits(
-                tokens[:, -1:], torch.tensor([[length - 1 + step]], device=tokens.device), cache, mask
-            )
+            scores = self.assistant_model.draft_logits(tokens[:, -1:], positions[step], cache, mask)
             for processor in self.logits_processor:
                 scores = processor(tokens, scores)
             probs = scores.softmax(dim=-1)
             token = _draw(probs) if self.do_sample else scores.argmax(dim=-1, keepdim=True)
             tokens = torch.cat([tokens, token], dim=-1)
             logits.append(scores)
-            if self.eos_token_ids is not None and bool(torch.isin(token, self.eos_token_ids).any()):
-                break
-            if threshold and float(probs[0, token[0, 0]]) < threshold:
+            # one host sync per step: whether the chain stops here (end of sequence, low confidence)
+            stop = None
+            if self.eos_token_ids is not None:
+                stop = torch.isin(token, self.eos_token_ids.to(token.device)).any()
+            if threshold:
+                unsure = probs[0, token[0, 0]] < threshold
+                stop = unsure if stop is None else stop | unsure
+            if stop is not None and bool(stop):
                 break
         return tokens, torch.stack(logits, dim=1)
 
     def update_candidate_strategy(self, input_ids: torch.LongTensor, scores: torch.Tensor, num_matches: int):
         """Record the round's statistics and adapt the draft length."""
-        source, draft_seconds, left = self._round or ("none", 0.0, time.perf_counter())
-        verify_seconds = time.perf_counter() - left
+        source, draft_seconds, left = self._round or ("none", 0.0, clock(self.device))
+        verify_seconds = clock(self.device) - left
         proposed, accepted = scores.shape[1] - 1, int(num_matches)
         if self.planner is not None:
             if source == "lookup":

@@ -14,7 +14,8 @@ only: a call with one of its drafts runs sdfp-hf's own decoding loop of tree rou
 `generate` still prepares everything (generation config, logits processors, stopping criteria, cache).
 Where the tree loop cannot honour a call (flash attention, `output_scores` and the other output options,
 several sequences, a cache of the caller's, padding), the call runs the chain round instead, and a
-warning says so once per draft and reason.
+warning says so once per draft and reason. Either way the call is bracketed by `draft_call`: its own
+round state and statistics, so several threads can share one draft (`sdfp_hf.drafting.calls`).
 
 The hook relies on private transformers API; `install_candidate_generator` checks it by capability
 (`sdfp_hf._compat`) and fails with a clear message if transformers changed underneath, rather than
@@ -41,6 +42,7 @@ from .._compat import (
     generation_defaults,
     supports_custom_generate,
 )
+from .calls import draft_call
 from .chain import SDFPCandidateGenerator
 from .loop import tree_generate
 from .protocol import SelfDraft
@@ -87,8 +89,7 @@ def install_candidate_generator(model: PreTrainedModel) -> None:
         return
     check_transformers()
     model._get_candidate_generator = types.MethodType(_get_candidate_generator, model)
-    if supports_custom_generate():
-        model.generate = types.MethodType(functools.wraps(type(model).generate)(_generate), model)
+    model.generate = types.MethodType(functools.wraps(type(model).generate)(_generate), model)
 
 
 # Output options the tree loop does not produce: such calls run the chain round (transformers' loop).
@@ -97,8 +98,10 @@ _CHAIN_ONLY = ("output_scores", "output_logits", "output_attentions", "output_hi
 
 def _generate(self: PreTrainedModel, *args: Any, assistant_model: Any = None, **kwargs: Any) -> Any:
     """`generate`, with the tree loop for this model's sdfp-hf drafts where it applies (see the module docstring)."""
-    if isinstance(assistant_model, SelfDraft) and assistant_model.target is self:
-        reason = _tree_refusal(self, assistant_model, args, kwargs)
+    if not (isinstance(assistant_model, SelfDraft) and assistant_model.target is self):
+        return type(self).generate(self, *args, assistant_model=assistant_model, **kwargs)
+    with draft_call(assistant_model):  # this call's own round state and statistics (threads)
+        reason = _tree_refusal(self, assistant_model, args, kwargs) if supports_custom_generate() else ""
         if reason is None:
             streamer = kwargs.pop("streamer", None)
             return type(self).generate(
@@ -106,7 +109,7 @@ def _generate(self: PreTrainedModel, *args: Any, assistant_model: Any = None, **
             )
         if reason:  # "" : the chain round is simply what the options ask for
             _note_once(assistant_model, reason)
-    return type(self).generate(self, *args, assistant_model=assistant_model, **kwargs)
+        return type(self).generate(self, *args, assistant_model=assistant_model, **kwargs)
 
 
 def _tree_refusal(model: PreTrainedModel, draft: SelfDraft, args: tuple, kwargs: dict[str, Any]) -> str | None:

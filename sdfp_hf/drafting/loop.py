@@ -21,15 +21,15 @@ own loop). Each round:
 
 from __future__ import annotations
 
-import time
 from dataclasses import astuple
 from typing import Any
 
 import torch
 
-from .._compat import cache_of, eos_token_ids
+from .._compat import cache_kwargs, cache_of, eos_token_ids
 from ..cache import commit_tree, prepare_tree_cache
-from ..costs import CostCurve, expected_tokens, throughput
+from ..costs import CostCurve, clock, expected_tokens, throughput
+from .calls import current_call
 from .sources import Calibration, NgramIndex, RecycledTable, draft_proposals
 from .tree import CandidateTree, attention_masks
 
@@ -118,15 +118,12 @@ class TreePlanner:
 
 
 def tree_planner_of(draft: Any, vocab_size: int) -> TreePlanner:
-    """The draft's tree planner, kept on the draft between `generate` calls (remade when its options change)."""
+    """The draft's tree planner, kept on the draft between `generate` calls (remade when its options change;
+    a call that runs while another holds it gets one of its own: `sdfp_hf.drafting.calls`)."""
     options = draft.drafting
     max_draft = int(draft.generation_config.num_assistant_tokens or 0) if options.tree_draft else 0
     settings = (astuple(options), max_draft, vocab_size, draft.dtype, draft.device)
-    kept = draft.round_state.get("tree")
-    if kept is None or kept[0] != settings:
-        kept = (settings, TreePlanner(vocab_size, options, max_draft))
-        draft.round_state["tree"] = kept
-    return kept[1]
+    return current_call(draft).state("tree", settings, lambda: TreePlanner(vocab_size, options, max_draft))
 
 
 def _choose(scores: torch.Tensor, do_sample: bool) -> int:
@@ -167,8 +164,7 @@ def tree_generate(
     max_length = int(generation_config.max_length)
     layer_types = getattr(model.config.get_text_config(), "layer_types", None)
     dtype, device = model.get_input_embeddings().weight.dtype, input_ids.device
-    stats = draft.stats
-    stats.reset()
+    stats = current_call(draft).stats
     options = draft.drafting
     vocab_size = model.get_output_embeddings().weight.shape[0]
     planner = tree_planner_of(draft, vocab_size)
@@ -178,7 +174,7 @@ def tree_generate(
 
     # prefill: the prompt in one forward; its last positions' logits seed the recycled-token table
     keep = min(input_ids.shape[1], SEED_POSITIONS)
-    logits = model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=keep).logits[0].float()
+    logits = model(input_ids=input_ids, use_cache=True, logits_to_keep=keep, **cache_kwargs(model, cache)).logits[0].float()
     prepare_tree_cache(cache)
     prompt = input_ids[0].tolist()
     index.extend(prompt)
@@ -193,7 +189,7 @@ def tree_generate(
     finished = bool(stopping_criteria(ids, None).all())
 
     while not finished:
-        started = time.perf_counter()
+        started = clock(device)
         room = max_length - len(sequence)
         tree = CandidateTree.rooted_at(sequence[-1])
         if room > 1:
@@ -205,7 +201,7 @@ def tree_generate(
         chain: list[int] = []
         draft_time = 0.0
         if depth and (probe or _draft_pays(planner, tree, depth, free_rate)):
-            t = time.perf_counter()
+            t = clock(device)
             if probe:
                 chain = draft_proposals(draft, tree, cache, len(sequence), min(depth, PROBE_DEPTH), planner.calibration)
             else:
@@ -215,7 +211,7 @@ def tree_generate(
                     draft, tree, cache, len(sequence), min(planner.max_draft, room - 1), planner.calibration,
                     min_reach=min_reach,
                 )
-            draft_time = time.perf_counter() - t
+            draft_time = clock(device) - t
             planner.rounds_since_draft = 0
             if chain and options.prompt_lookup:  # the context's continuations of the chain's end, free
                 end = chain[-1]
@@ -230,15 +226,15 @@ def tree_generate(
         # a probe verifies the draft's chain whatever the cut, to measure its acceptance
         tree, _ = tree.best(size, max_depth=room - 1, keep=chain if probe else ())
 
-        t = time.perf_counter()
+        t = clock(device)
         masks = attention_masks(tree, cache, layer_types, dtype, device)
         positions = torch.tensor([[len(sequence) - 1 + d for d in tree.depths]], device=device)
         out = model(
             input_ids=torch.tensor([tree.tokens], device=device), position_ids=positions, attention_mask=masks,
-            cache=cache, use_cache=True, logits_to_keep=0,
+            use_cache=True, logits_to_keep=0, **cache_kwargs(model, cache),
         )
         logits = out.logits[0].float()
-        verify_time = time.perf_counter() - t
+        verify_time = clock(device) - t  # the walk reads these logits next: no stall added
 
         path, new_tokens = _walk(tree, logits, ids, logits_processor, do_sample, eos, room)
         commit_tree(cache, len(tree), [0, *path])
@@ -271,7 +267,7 @@ def tree_generate(
         if draft_steps:
             step = draft_time / draft_steps
             planner.draft_seconds = step if planner.draft_seconds is None else 0.9 * planner.draft_seconds + 0.1 * step
-        rest = time.perf_counter() - started - verify_time - draft_time
+        rest = clock(device) - started - verify_time - draft_time
         planner.overhead = rest if planner.overhead is None else 0.9 * planner.overhead + 0.1 * rest
         planner.rounds += 1
 
@@ -333,13 +329,14 @@ def _learn(planner: TreePlanner, tree: CandidateTree, logits: torch.Tensor, path
     """Calibrate every source from every node whose parent was verified: would the target take this token there?"""
     if len(tree) == 1:
         return
+    parents = torch.tensor(tree.parents[1:], device=logits.device)
+    tokens = torch.tensor(tree.tokens[1:], device=logits.device)
     if do_sample:
-        probs = logits.softmax(-1)
+        hits = logits.softmax(-1)[parents, tokens].tolist()  # one transfer for the whole tree
     else:
-        choice = logits.argmax(-1).tolist()
+        hits = (logits.argmax(-1)[parents] == tokens).float().tolist()
     for node in range(1, len(tree)):
-        parent = tree.parents[node]
-        hit = float(probs[parent, tree.tokens[node]]) if do_sample else float(choice[parent] == tree.tokens[node])
+        hit = hits[node - 1]
         for key in tree.sources[node]:
             planner.calibration.record(key, hit)
         if any(key.startswith("draft:") for key in tree.sources[node]):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import astuple
 
 from ..costs import expected_tokens, throughput
+from .calls import current_call
 from .protocol import SelfDraft
 
 __all__ = ["Acceptance", "RoundPlanner", "VerifyTime", "planner_of"]
@@ -171,13 +172,11 @@ def planner_of(assistant: SelfDraft, max_draft: int) -> RoundPlanner:
     What it measured (the machine's step costs, the acceptance of the draft and of lookups) holds for
     the next call too, so a call does not start learning from nothing: short generations would otherwise
     spend a good part of their rounds on it. A new planner is made when the settings it plans for change
-    (draft length, drafting options, the draft's dtype or device).
+    (draft length, drafting options, the draft's dtype or device). A call that runs while another holds
+    the kept planner gets one of its own (`sdfp_hf.drafting.calls`).
     """
     options = assistant.drafting
     settings = (max_draft, astuple(options), assistant.dtype, assistant.device)
-    kept = assistant.round_state.get("chain")
-    if kept is not None and kept[0] == settings:
-        return kept[1]
-    planner = RoundPlanner(max_draft, options.lookup_tokens, options.probe_every)
-    assistant.round_state["chain"] = (settings, planner)
-    return planner
+    return current_call(assistant).state(
+        "chain", settings, lambda: RoundPlanner(max_draft, options.lookup_tokens, options.probe_every)
+    )

@@ -212,7 +212,7 @@ def draft_proposals(
         )
         probs = logits.softmax(-1)[0]
         top = probs.topk(1 + siblings)
-        values, ids = top.values.tolist(), top.indices.tolist()
+        values, ids = top.values.tolist(), top.indices.tolist()  # one host read a step: the early stop needs it
         for rank in range(1, len(ids)):
             key = f"draft-sibling:{min(int(values[rank] * 10), 9)}"
             tree.add([ids[rank]], [calibration.chance(key, prior=values[rank])], key, node)
