@@ -268,6 +268,8 @@ def quantization_problem(model: Any) -> str | None:
     if method is None and quantizer is not None:
         method = type(quantizer).__name__
     method = getattr(method, "value", method)
+    if str(method).lower() == "gguf":  # dequantized on load: plain tensors
+        return None
     return f"the model is quantized ({method})"
 
 

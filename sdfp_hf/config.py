@@ -287,6 +287,9 @@ class SDFPConfig(HubMixin):
                 f"{self.skip_attention} and skip_mlp={self.skip_mlp} are set: use granularity='sublayer' "
                 "to skip attention and MLP branches separately"
             )
+        for name in ("skip_layers", "skip_attention", "skip_mlp"):
+            if not isinstance(getattr(self, name), (list, tuple)):
+                raise SDFPConfigError(f"`{name}` must be a list of layer indices, got {getattr(self, name)!r}")
         self.precision = self.plan.to_dict()  # the one plan validator (sdfp_hf.plan), normalised
         if self.precision is not None:  # older readers must refuse a mask whose draft they cannot build
             self.format_version = max(self.format_version, PRECISION_VERSION)
