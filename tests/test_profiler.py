@@ -136,7 +136,7 @@ def test_auto_stops_after_the_step_costs_when_no_draft_could_pay(monkeypatch, ca
     with pytest.raises(ValueError, match="no candidate draft is predicted faster.*even a draft whose every token"):
         profile(model, draft_memory=draft_memory, on_no_speedup="raise", progress=False)
     draft = SDFPAssistant.from_target(model, draft_memory=draft_memory, progress=False)
-    assert draft.skip == result.skip
+    assert draft.skip == result.skip and draft.origin == "profiled"
 
 
 def test_a_perfect_draft_bounds_every_draft_of_its_cost():
