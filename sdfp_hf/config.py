@@ -291,7 +291,8 @@ class SDFPConfig(HubMixin):
         if self.precision is not None:  # older readers must refuse a mask whose draft they cannot build
             self.format_version = max(self.format_version, PRECISION_VERSION)
         for name in ("skip_layers", "skip_attention", "skip_mlp"):
-            setattr(self, name, sorted(getattr(self, name)))
+            # null reads as no skips, as the one validator (`SkipSet.from_lists`) above read it
+            setattr(self, name, sorted(getattr(self, name) or []))
 
         scores = _dict(self.scores, "scores")
         for kind, values in scores.items():
