@@ -347,7 +347,8 @@ def _stop_early(
     if not probes:  # nothing to probe: the steps below say why
         return None
     drafts = [build_draft(model, plan, copies=copies) for plan in probes]
-    draft_costs, target = measure_step_costs(model, drafts, repeats=5, warmup=1)
+    # a yes-or-no question, asked of the fastest of a few repeats: the candidates are timed again, closely
+    draft_costs, target = measure_step_costs(model, drafts, repeats=3, warmup=1)
     del drafts
     cost = min(draft_costs)
     ceiling, length = perfect_draft_speedup(cost, target)
