@@ -21,11 +21,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
-# The main job end to end on a real model: install it (sha256-checked), build a draft, generate with it,
-# print the text, the acceptance figures and the speedup over plain generate.
+# The main job end to end on a real model: install it (sha256-checked), build a draft (a second run finds
+# it in the profile cache), then plain generate and sdfp-hf on four prompts of different kinds, measured
+# by the benchmark harness: tokens/s, speedup, accepted per round, sources, identity.
 demo: install
 	$(PY) -m benchmarks.catalogue install $(DEMO_MODEL)
-	$(PY) examples/quickstart.py
+	$(PY) examples/demo.py --model $(DEMO_MODEL)
 
 # The test suite: unit tests on tiny random models, plus the real-model tests (marked slow).
 test: install

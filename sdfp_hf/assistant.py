@@ -1,7 +1,7 @@
 """`SDFPAssistant`: the public draft, built from a target with explicit skips, a published mask, or a profile.
 
-`SDFPAssistant.from_target(model)` decides what the draft skips (the lists given, a mask's, or what
-`sdfp_hf.profiler.profile` chooses), builds the draft (`sdfp_hf.draft`) and installs the hook that makes
+`SDFPAssistant.from_target(model)` decides what the draft skips (the lists given, a mask's, or with neither
+the cached, published or freshly profiled mask of `sdfp_hf.auto_mask`), builds the draft (`sdfp_hf.draft`) and installs the hook that makes
 `model.generate(..., assistant_model=draft)` draft with sdfp-hf (`sdfp_hf.drafting`).
 """
 
@@ -16,12 +16,12 @@ from typing import Any
 from transformers import PreTrainedModel
 
 from ._deprecated import moved
+from .auto_mask import auto_mask
 from .config import SDFPConfig
 from .draft import DraftModel, build_draft, target_architecture
 from .drafting import DraftingOptions, install_candidate_generator
 from .export import save_standalone
 from .plan import DraftPlan
-from .profiler import profile
 
 __all__ = ["SDFPAssistant"]
 
@@ -32,6 +32,8 @@ class SDFPAssistant(DraftModel):
     Do not instantiate directly: use [`SDFPAssistant.from_target`] (or `from_pretrained`, to load a
     published mask). Drafts share every weight with their target; several drafts of one target can
     coexist. After a `generate` call, `draft.stats` holds the acceptance statistics of that call.
+    `draft.origin` says where its mask came from: ``"explicit"`` (skip lists), ``"mask"``, ``"cache"``,
+    ``"hub:<repo id>"`` or ``"profiled"``.
     """
 
     @classmethod
@@ -49,14 +51,28 @@ class SDFPAssistant(DraftModel):
         drafting: DraftingOptions | None = None,
         draft_vocab: Iterable[int] | None = None,
         quantize: str | None = None,
+        refresh: bool = False,
+        hub_lookup: bool = True,
         **profile_kwargs: Any,
     ) -> SDFPAssistant:
         """Build a draft of `model`: the model itself with some branches skipped and others quantized.
 
         What the draft does with each branch comes from exactly one of: an explicit plan (`skip_layers`,
-        `skip_attention`, `skip_mlp`, `quantize`), a published mask (`mask`), or, with neither, profiling
-        the model (the plan with the best predicted speedup on this machine within a memory budget,
-        `draft_memory`; see [`sdfp_hf.profiler.profile`]).
+        `skip_attention`, `skip_mlp`, `quantize`), a published mask (`mask`), or, with neither, the first of:
+
+        1. the local cache of profiles: this model (name, revision, architecture fingerprint, weights), dtype,
+           device and profiling options, profiled before (`sdfp_hf.profile_cache`; in
+           ``$HF_HOME/assets/sdfp_hf/profiles``, or ``$SDFP_HF_PROFILE_CACHE``). A corrupt entry is profiled
+           again, with a warning;
+        2. with the default profiling options, a mask published on the Hub whose card names this model
+           (its Hub id) as `base_model`, loaded after the fingerprint check; of several, the most downloaded
+           (then the most recently modified) that fits (`sdfp_hf.published`). Offline (``HF_HUB_OFFLINE=1``),
+           unreachable (a 3 s timeout) or refused (401, 404), this step is skipped;
+        3. profiling the model (the plan with the best predicted speedup on this machine within a memory
+           budget, `draft_memory`; see [`sdfp_hf.profiler.profile`]).
+
+        What 2 and 3 find is kept in the cache, and one line (INFO log, and stderr unless `progress=False`)
+        says where the draft came from; `draft.origin` says it too.
 
         Args:
             model (`PreTrainedModel`):
@@ -97,7 +113,14 @@ class SDFPAssistant(DraftModel):
                 bf16 weights), instead of sharing them. Without skip lists it skips nothing.
             **profile_kwargs:
                 When profiling: arguments of [`sdfp_hf.profiler.profile`] (`draft_memory`, `calibration`,
-                `tokenizer`, `method`, `skip_ratio`, `granularity`, `seed`, ...).
+                `tokenizer`, `method`, `skip_ratio`, `granularity`, `seed`, ...). They are part of the cache
+                key; any but `tokenizer`, `progress` and `on_no_speedup` skips the Hub look-up, and
+                `calibration` data the cache too.
+            refresh (`bool`, *optional*, defaults to `False`):
+                Without a plan or mask: profile again, reading neither the cache nor the Hub (the new profile
+                replaces the cached one).
+            hub_lookup (`bool`, *optional*, defaults to `True`):
+                Without a plan or mask: look for a published mask on the Hub when the cache has none.
 
         Returns:
             The draft: an instance of `SDFPAssistant` and of `type(model)`, with the mask that
@@ -108,12 +131,13 @@ class SDFPAssistant(DraftModel):
         explicit = skip_layers is not None or skip_attention is not None or skip_mlp is not None or quantize is not None
         if explicit and mask is not None:
             raise ValueError("pass either an explicit plan (skip lists, `quantize`) or a `mask`, not both")
-        if profile_kwargs and (explicit or mask is not None):
+        given = [*profile_kwargs, *(["refresh"] if refresh else []), *([] if hub_lookup else ["hub_lookup"])]
+        if given and (explicit or mask is not None):
             raise TypeError(
-                f"profiling arguments {sorted(profile_kwargs)} apply only when neither an explicit plan nor a "
-                "mask is given"
+                f"profiling arguments {sorted(given)} apply only when neither an explicit plan nor a mask is given"
             )
         copies = None  # the quantized matrices profiling made, reused by the draft it chose
+        origin = "mask" if mask is not None else "explicit"
         if mask is not None:
             if not isinstance(mask, SDFPConfig):
                 mask = SDFPConfig.from_pretrained(mask)
@@ -125,8 +149,8 @@ class SDFPAssistant(DraftModel):
             )
             mask = SDFPConfig.from_model_config(model.config, **plan.skip.as_mask_fields(), precision=plan.to_dict())
         else:
-            result = profile(model, **profile_kwargs)
-            mask, copies = result.to_config(model), result.quantized_copies
+            found = auto_mask(model, refresh=refresh, hub_lookup=hub_lookup, **profile_kwargs)
+            mask, copies, origin = found.mask, found.copies, found.origin
         if draft_vocab is not None:
             mask = dataclasses.replace(mask, draft_vocab=list(draft_vocab))
         draft = build_draft(model, mask.plan, mask=mask, drafting=drafting, mixin=cls, copies=copies)
@@ -136,6 +160,7 @@ class SDFPAssistant(DraftModel):
             assistant_confidence_threshold=assistant_confidence_threshold,
         )
         install_candidate_generator(model)
+        draft.origin = origin
         return draft
 
     @classmethod

@@ -288,7 +288,9 @@ class SDFPConfig(HubMixin):
                 "to skip attention and MLP branches separately"
             )
         for name in ("skip_layers", "skip_attention", "skip_mlp"):
-            if not isinstance(getattr(self, name), (list, tuple)):
+            if getattr(self, name) is None:  # null reads as no skips
+                setattr(self, name, [])
+            elif not isinstance(getattr(self, name), (list, tuple)):
                 raise SDFPConfigError(f"`{name}` must be a list of layer indices, got {getattr(self, name)!r}")
         self.precision = self.plan.to_dict()  # the one plan validator (sdfp_hf.plan), normalised
         if self.precision is not None:  # older readers must refuse a mask whose draft they cannot build

@@ -42,6 +42,7 @@ __all__ = [
     "clock",
     "expected_tokens",
     "measure_step_costs",
+    "perfect_draft_speedup",
     "predict_speedup",
     "throughput",
 ]
@@ -220,6 +221,29 @@ def predict_speedup(
     best["table"] = {f"k={k},threshold={th}": v for (k, th), v in table.items()}
     best["alpha"] = samples.per_token_acceptance()
     return best
+
+
+def perfect_draft_speedup(draft_cost: float, target: StepCosts, *, max_draft: int = MAX_DRAFT) -> tuple[float, int]:
+    """The speedup over plain decoding of a draft of this step cost whose every drafted token is accepted.
+
+    No draft of that cost can do better, whatever it skips: ``max_k (k + 1) / (k * c + v(k + 1))`` over draft
+    lengths ``1 <= k <= max_draft``. When it is at most 1, drafting cannot beat a plain decoding step on this
+    machine, and choosing what to skip is not worth measuring.
+
+    Args:
+        draft_cost (`float`): a draft step's cost relative to a target step.
+        target (`StepCosts`): the target's measured verification costs.
+        max_draft (`int`, *optional*, defaults to `MAX_DRAFT`): the longest draft considered.
+
+    Returns:
+        `tuple[float, int]`: the speedup and the draft length that reaches it.
+    """
+    best, length = 0.0, 1
+    for k in range(1, max_draft + 1):
+        speedup = throughput(k + 1, k, draft_cost, target.verify_cost(k + 1))
+        if speedup > best:
+            best, length = speedup, k
+    return best, length
 
 
 class CostCurve:

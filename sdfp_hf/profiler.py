@@ -2,6 +2,9 @@
 
 What `SDFPAssistant.from_target(model)` runs when it is given neither skip lists nor a mask:
 
+0. ``skip_ratio="auto"``: the step costs of the cheapest drafts it could choose (seconds); when even a draft
+   whose every token is accepted would not beat plain decoding (`sdfp_hf.costs.perfect_draft_speedup`), it
+   stops there with a minimal draft and says so in one info line: nothing below can pay on this machine;
 1. calibration tokens (`sdfp_hf.calibration`, data-free by default: the model's own samples);
 2. per-layer and per-branch scores (`sdfp_hf.fit`);
 3. for each candidate skip ratio, the skip set (`sdfp_hf.selection`) and a draft of it (`sdfp_hf.draft`);
@@ -30,7 +33,7 @@ from tqdm.auto import tqdm
 from ._compat import weight_only_formats
 from .calibration import CalibrationData, build_calibration
 from .config import SDFPConfig
-from .costs import measure_step_costs, predict_speedup
+from .costs import measure_step_costs, perfect_draft_speedup, predict_speedup
 from .draft import build_draft
 from .drafting import install_candidate_generator
 from .fit import DEFAULT_SCORING_METHOD, LayerScores, score_layers
@@ -77,6 +80,9 @@ class ProfileResult:
         candidates (`list[dict]`): for ``"auto"``: every plan tried, with the same figures.
         plan (`DraftPlan`, *optional*): what the draft skips, shares and quantizes (defaults to `skip`).
         quantized_copies (`dict`): the quantized matrices made while profiling, for `build_draft(copies=)`.
+        stopped_early (`dict`, *optional*): for ``"auto"`` stopped after the step costs (no draft could pay):
+            `speedup_ceiling` (a perfect draft's predicted speedup), `draft_step_cost` (the cheapest draft's),
+            `num_assistant_tokens` (the ceiling's draft length), `target_step_seconds`.
     """
 
     skip: SkipSet
@@ -92,6 +98,7 @@ class ProfileResult:
     candidates: list[dict[str, Any]] = field(default_factory=list)
     plan: DraftPlan | None = None
     quantized_copies: dict = field(default_factory=dict, repr=False, compare=False)
+    stopped_early: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.plan is None:
@@ -137,6 +144,12 @@ class ProfileResult:
                 "draft_memory_bytes": int(self.predicted.get("extra_bytes", 0)),
                 "hardware": _hardware(),
             }
+        elif self.stopped_early:
+            fields_["measurements"] = {
+                "speedup_ceiling": float(self.stopped_early["speedup_ceiling"]),
+                "draft_step_cost": float(self.stopped_early["draft_step_cost"]),
+                "hardware": _hardware(),
+            }
         return fields_
 
     def to_config(self, model: PreTrainedModel) -> SDFPConfig:
@@ -175,6 +188,11 @@ class ProfileResult:
                 f"; predicted {self.predicted['speedup']:.2f}x drafting {self.num_assistant_tokens} token(s) a round "
                 f"({self.predicted['acceptance_rate']:.0%} accepted, a draft step costs "
                 f"{self.predicted['draft_cost']:.2f} of a target step)"
+            )
+        if self.stopped_early:
+            text += (
+                f"; stopped after the step costs (a draft whose every token is accepted: "
+                f"{self.stopped_early['speedup_ceiling']:.2f}x)"
             )
         times = ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items())
         return f"{text} [{times}]"
@@ -239,7 +257,10 @@ def profile(
         on_no_speedup (`str`, *optional*, defaults to ``"warn"``): what ``"auto"`` does when no candidate is
             predicted faster than plain decoding: ``"warn"`` issues a `NoSpeedupWarning` and returns the
             smallest draft tried (the fewest skips: the most accurate, the least at risk); ``"raise"``
-            raises a `ValueError` with the measured figures.
+            raises a `ValueError` with the measured figures. Before calibrating, ``"auto"`` measures the step costs of
+            the cheapest drafts it could choose; when even a draft whose every token is accepted would not beat
+            plain decoding, it stops there and returns a minimal draft (one layer skipped, `stopped_early` set),
+            saying so in one info line (``"raise"`` raises instead): no choice of layers could pay on this machine.
         progress (`bool`, *optional*, defaults to `True`): progress bars and a summary in the log.
         **score_kwargs: passed to [`sdfp_hf.fit.score_layers`] (`labels`, `batch_size`, ...).
 
@@ -253,11 +274,18 @@ def profile(
     if num_skip is not None:
         skip_ratio = None  # type: ignore[assignment]
     budget = memory_budget(model, draft_memory)
-    if skip_ratio == "auto" and budget > 0 and weight_only_formats(model.get_input_embeddings().weight.device.type):
+    quantized = budget > 0 and bool(weight_only_formats(model.get_input_embeddings().weight.device.type))
+    copies: dict = {}  # quantized matrices of the step-cost probe, reused by the candidates
+    if skip_ratio == "auto":
+        limits = dict(granularity=granularity, protect_first=protect_first, protect_last=protect_last)
+        stopped = _stop_early(model, quantized, budget, limits, auto_ratios, on_no_speedup, progress, copies)
+        if stopped is not None:
+            return stopped
+    if skip_ratio == "auto" and quantized:
         return _profile_quantized(
             model, calibration, tokenizer=tokenizer, budget=budget, num_sequences=num_sequences,
             sequence_length=sequence_length, seed=seed, auto_prompts=auto_prompts, auto_new_tokens=auto_new_tokens,
-            on_no_speedup=on_no_speedup, progress=progress, **score_kwargs,
+            on_no_speedup=on_no_speedup, progress=progress, copies=copies, **score_kwargs,
         )
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -296,6 +324,70 @@ def profile(
     return result
 
 
+def _stop_early(
+    model, quantized: bool, budget: int, limits: dict[str, Any], ratios, on_no_speedup: str, progress: bool,
+    copies: dict,
+) -> ProfileResult | None:
+    """Measure the cheapest drafts "auto" could choose; a minimal draft when even a perfect one would not pay.
+
+    The probes are the plans with the cheapest steps among the candidates: uniform int8 and int4 (the mixes
+    lie between them), or the largest skip ratio, evenly spaced (what a step costs depends on how much is
+    skipped, not on which layers). None when profiling should go on.
+    """
+    t0 = time.perf_counter()
+    ratios = sorted({float(r) for r in ratios})
+    evenly = score_layers(model, None, "evenly_spaced", progress=False)
+    if quantized:
+        probes = [plan for _, plan in quantized_plans(model, None, budget)]
+    elif ratios:
+        skip = select_skips(evenly, skip_ratio=ratios[-1], costs=branch_costs(model), **limits)
+        probes = [] if skip.is_empty else [DraftPlan(skip)]
+    else:
+        probes = []
+    if not probes:  # nothing to probe: the steps below say why
+        return None
+    drafts = [build_draft(model, plan, copies=copies) for plan in probes]
+    # a yes-or-no question, asked of the fastest of a few repeats: the candidates are timed again, closely
+    draft_costs, target = measure_step_costs(model, drafts, repeats=3, warmup=1)
+    del drafts
+    cost = min(draft_costs)
+    ceiling, length = perfect_draft_speedup(cost, target)
+    if ceiling > 1.0:
+        return None
+    figures = (
+        f"even a draft whose every token is accepted would run at {ceiling:.2f}x plain decoding on this machine "
+        f"(the cheapest draft profiling could choose costs {cost:.2f} of a target step, verifying {length + 1} "
+        f"tokens {target.verify_cost(length + 1):.2f})"
+    )
+    if on_no_speedup == "raise":
+        raise ValueError(
+            f"no candidate draft is predicted faster than plain decoding on this machine: {figures}; pass "
+            "skip_ratio=<float> to build a draft anyway"
+        )
+    copies.clear()
+    skip = select_skips(evenly, num_skip=1, granularity="layer", protect_first=limits["protect_first"],
+                        protect_last=limits["protect_last"])
+    seconds = time.perf_counter() - t0
+    result = ProfileResult(
+        skip, evenly, "layer", len(skip.layers) / evenly.num_layers,
+        {"source": "none (profiling stopped after the step costs)",
+         "dtype": str(model.get_input_embeddings().weight.dtype).removeprefix("torch.")},
+        {"step_costs": seconds, "total": seconds},
+        stopped_early={"speedup_ceiling": ceiling, "draft_step_cost": cost, "num_assistant_tokens": length,
+                       "target_step_seconds": target.target_seconds},
+    )
+    text = (
+        f"profiling stopped after measuring step costs ({seconds:.1f} s): {figures}, so no draft can pay here and "
+        f"the draft is a minimal one ({result.plan.describe()}); generation proposes from prompt lookup where it "
+        "pays and decodes plainly otherwise"
+    )
+    if progress:
+        _report(text)
+    else:
+        logger.info(text)
+    return result
+
+
 def _report(text: str) -> None:
     """The summary a finished profile prints (beside its progress bars), and logs."""
     logger.info(text)
@@ -327,7 +419,7 @@ def _auto(
 
 def _profile_quantized(
     model, calibration, *, tokenizer, budget, num_sequences, sequence_length, seed, auto_prompts, auto_new_tokens,
-    on_no_speedup, progress, **score_kwargs,
+    on_no_speedup, progress, copies, **score_kwargs,
 ) -> ProfileResult:
     """"auto" with room for quantized copies: FIT int4 sensitivities, candidate plans, replay and costs."""
     timings: dict[str, float] = {}
@@ -361,7 +453,6 @@ def _profile_quantized(
             f"layers needs more): raise draft_memory, or pass draft_memory=0 for a draft that only skips layers"
         )
     trajectories = _trajectories(model, data, auto_prompts, auto_new_tokens)
-    copies: dict = {}
     chosen, candidates, target = _choose(
         model, [(name, plan, {"skip_ratio": 0.0}) for name, plan in plans], trajectories, on_no_speedup, progress,
         copies=copies,

@@ -70,6 +70,35 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _profile_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """A profile cache of each test's own (`from_target(model)` keeps its profiles there), so that no test
+    sees another's profiles; subprocesses the test starts inherit it."""
+    folder = tmp_path_factory.mktemp("profiles")
+    monkeypatch.setenv("SDFP_HF_PROFILE_CACHE", str(folder))
+    return folder
+
+
+@pytest.fixture
+def count_profiles(monkeypatch):
+    """`count(**options)`: from now on, the profiles `from_target(model)` runs are recorded (the list returned,
+    one entry of arguments per profile), each run with `options` on top of its own (quicker ones, say)."""
+    from sdfp_hf import auto_mask
+
+    def count(**options):
+        calls = []
+        real = auto_mask.profile
+
+        def recorded(model, **kwargs):
+            calls.append(kwargs)
+            return real(model, **{**kwargs, **options})
+
+        monkeypatch.setattr(auto_mask, "profile", recorded)
+        return calls
+
+    return count
+
+
 @pytest.fixture
 def forced_extended_drafts(monkeypatch):
     """`force(draft, extension)`: every round drafts `draft` tokens and appends up to `extension` looked-up

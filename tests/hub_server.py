@@ -1,7 +1,9 @@
 """A small Hugging Face Hub on 127.0.0.1, for testing Hub code over real HTTP with the real client.
 
 It speaks the part of the Hub API that `huggingface_hub` (2.x) uses to create a model repository, create
-a branch, pre-upload and commit small files, validate a README's YAML, report model info, and
+a branch, pre-upload and commit small files, validate a README's YAML, report model info, list models
+(``GET /api/models``: `filter` by the tags the Hub derives from each README's YAML, `tags`, `library_name`
+and ``base_model:<id>``; `sort` by downloads, lastModified or createdAt; `direction`, `limit`), and
 resolve/download files (HEAD and GET, with the `ETag` / `X-Repo-Commit` headers `hf_hub_download`
 needs). Errors carry the `X-Error-Code` / `X-Error-Message` headers the client maps to its exception
 types (`RepositoryNotFoundError`, `RevisionNotFoundError`, `RemoteEntryNotFoundError`, ...).
@@ -59,6 +61,9 @@ class Repo:
     refs: dict[str, str] = field(default_factory=dict)  # branch or refs/pr/N -> commit oid
     commits: dict[str, Commit] = field(default_factory=dict)
     num_prs: int = 0
+    downloads: int = 0
+    created: int = 0  # ticks of the server's clock (one per commit), reported as seconds after 2025-01-01
+    modified: int = 0
 
     @property
     def owner(self) -> str:
@@ -110,6 +115,8 @@ class HubServer:
         self.gated: dict[str, set[str]] = {}
         self.truncated: dict[tuple[str, str], tuple[int, bool]] = {}
         self.large_files: dict[tuple[str, str], int] = {}
+        self.listing_status: int | None = None  # answer `GET /api/models` with this error status
+        self.clock = 0
         self.lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
@@ -133,6 +140,7 @@ class HubServer:
             self.gated.clear()
             self.truncated.clear()
             self.large_files.clear()
+            self.listing_status = None
 
     # ------------------------------------------------------------------ fault injection
 
@@ -192,6 +200,9 @@ class HubServer:
         ).hexdigest()
         commit = repo.commits[digest] = Commit(digest, message, files, parent)
         repo.refs[ref] = digest
+        self.clock += 1
+        repo.created = repo.created or self.clock
+        repo.modified = self.clock
         return commit
 
 
@@ -265,6 +276,8 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 return self._create_repo()
             if method == "POST" and parts == ["api", "validate-yaml"]:
                 return self._validate_yaml()
+            if method == "GET" and parts == ["api", "models"]:
+                return self._list_models()
             if len(parts) >= 4 and parts[:2] == ["api", "models"]:
                 repo_id, rest = "/".join(parts[2:4]), parts[4:]
                 if method == "GET" and not rest:
@@ -392,6 +405,41 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 },
             )
 
+        def _list_models(self) -> None:
+            if hub.listing_status is not None:
+                raise _HTTPError(hub.listing_status, f"listing refused ({hub.listing_status})")
+            user = self._user()
+            filters = self.query.get("filter", [])
+            found = []
+            for repo in hub.repos.values():
+                commit = repo.resolve("main")
+                if commit is None or (repo.private and user != repo.owner):
+                    continue
+                tags = _card_tags(commit.files.get("README.md", b""))
+                if all(f in tags for f in filters):
+                    found.append((repo, commit, tags))
+            sort = (self.query.get("sort") or [None])[0]
+            if sort is not None:
+                order = {"downloads": lambda r: r.downloads, "lastModified": lambda r: r.modified,
+                         "createdAt": lambda r: r.created}[sort]
+                found.sort(key=lambda item: order(item[0]), reverse=(self.query.get("direction") or ["-1"])[0] == "-1")
+            limit = int((self.query.get("limit") or [len(found)])[0])
+            self._json(200, [
+                {
+                    "id": repo.repo_id,
+                    "modelId": repo.repo_id,
+                    "author": repo.owner,
+                    "sha": commit.oid,
+                    "private": repo.private,
+                    "downloads": repo.downloads,
+                    "likes": 0,
+                    "tags": tags,
+                    "createdAt": _iso(repo.created),
+                    "lastModified": _iso(repo.modified),
+                }
+                for repo, commit, tags in found[:limit]
+            ])
+
         def _create_branch(self, repo_id: str, branch: str) -> None:
             repo = self._writable(repo_id)
             if branch.startswith("refs/"):
@@ -513,3 +561,30 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                     left -= len(chunk)
 
     return Handler
+
+
+def _card_tags(readme: bytes) -> list[str]:
+    """The tags the Hub derives from a model card's YAML: its `tags`, its `library_name`, ``base_model:<id>``."""
+    text = readme.decode("utf-8", errors="replace")
+    if not text.startswith("---") or text.count("---") < 2:
+        return []
+    try:
+        metadata = yaml.safe_load(text.split("---", 2)[1]) or {}
+    except yaml.YAMLError:
+        return []
+    if not isinstance(metadata, dict):
+        return []
+    tags = [str(t) for t in metadata.get("tags") or []]
+    if metadata.get("library_name"):
+        tags.append(str(metadata["library_name"]))
+    bases = metadata.get("base_model") or []
+    for base in [bases] if isinstance(bases, str) else bases:
+        tags.append(f"base_model:{base}")
+    return tags
+
+
+def _iso(ticks: int) -> str:
+    import datetime
+
+    moment = datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(seconds=ticks)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")

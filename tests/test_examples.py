@@ -23,7 +23,7 @@ from sdfp_hf.hub import PLOT_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-NAMES = ("quickstart", "pipeline", "profile_and_publish", "load_published_mask", "export_for_serving")
+NAMES = ("quickstart", "demo", "pipeline", "profile_and_publish", "load_published_mask", "export_for_serving")
 
 
 def has_module(name: str) -> bool:
@@ -62,6 +62,18 @@ def test_quickstart_profiles_the_model(tiny: Path, monkeypatch, capsys) -> None:
     assert re.search(r"draft: 6 layers: ", out) and "drafted tokens accepted" in out
     assert "speedup over plain generation:" in out
     assert "same text as plain generation: True" in out
+
+
+# The demo's logic on the tiny model (fp32: lossless); its speed is what `make demo` shows on the real one.
+@pytest.mark.filterwarnings("ignore::sdfp_hf.profiler.NoSpeedupWarning")
+def test_demo_measures_with_the_harness(tiny: Path, monkeypatch, capsys) -> None:
+    args = ("--model", str(tiny), "--max-new-tokens", "8", "--dtype", "float32", "--threads", "1")
+    out = run_example("demo", *args, monkeypatch=monkeypatch, capsys=capsys)
+    assert "model " in out and "float32, as asked" in out
+    for row in ("| code |", "| summary |", "| chat |", "| edit |", "| **overall** |"):
+        assert row in out
+    assert re.search(r"speedup over plain generation: \d+\.\d\dx", out)
+    assert "output identical to plain greedy decoding on 4 of 4 prompts" in out
 
 
 def test_quickstart_with_a_mask(tiny: Path, monkeypatch, capsys) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import pytest
 from tiny_models import tiny_model
 
 from sdfp_hf import SDFPAssistant
 from sdfp_hf import profiler as prof
 from sdfp_hf.config import SDFPConfig
-from sdfp_hf.costs import MAX_DRAFT, StepCosts
+from sdfp_hf.costs import MAX_DRAFT, StepCosts, perfect_draft_speedup
 from sdfp_hf.fit import DEFAULT_SCORING_METHOD
 from sdfp_hf.profiler import NoSpeedupWarning, profile
 
@@ -33,9 +36,12 @@ def test_profile_with_a_ratio_gives_a_valid_mask_and_draft():
     SDFPConfig.from_model_config(model.config, **fields)
 
 
+_FAKE_TARGET = StepCosts(draft=1.0, verify={1: 1.0, 9: 1.2}, target_seconds=1e-3)
+
+
 def _fake_costs(cost):
     def measure(model, drafts, **kwargs):
-        return [cost] * len(drafts), StepCosts(draft=1.0, verify={1: 1.0, 9: 1.2}, target_seconds=1e-3)
+        return [cost] * len(drafts), _FAKE_TARGET
 
     return measure
 
@@ -49,7 +55,7 @@ def test_auto_picks_the_best_predicted_speedup(monkeypatch):
     assert result.predicted["speedup"] > 1.0
     assert result.skip_ratio in (0.17, 0.34, 0.5)
     assert 1 <= result.num_assistant_tokens <= MAX_DRAFT
-    assert set(result.timings) == {"calibration", "scoring", "selection", "total"}
+    assert set(result.timings) == {"calibration", "scoring", "selection", "total"} and result.stopped_early is None
     config = result.to_config(model)
     assert config.num_assistant_tokens == result.num_assistant_tokens
     assert config.measurements["predicted_speedup"] == pytest.approx(result.predicted["speedup"])
@@ -58,6 +64,7 @@ def test_auto_picks_the_best_predicted_speedup(monkeypatch):
 def test_auto_never_returns_a_draft_predicted_slower_silently(monkeypatch):
     model = tiny_model("llama", seed=1)
     monkeypatch.setattr(prof, "measure_step_costs", _fake_costs(1.5))  # a draft step dearer than a target step
+    monkeypatch.setattr(prof, "_stop_early", lambda *args: None)  # the candidates' own figures, not the early stop
     with pytest.warns(NoSpeedupWarning, match=r"returning the first candidate \(skip ratio 0.17\)"):
         result = profile(model, num_sequences=2, sequence_length=16, auto_ratios=(0.34, 0.17),
                          auto_new_tokens=12, draft_memory=0, progress=False)
@@ -100,3 +107,41 @@ def test_draft_memory_zero_gives_a_draft_that_holds_nothing_of_its_own(monkeypat
     draft = SDFPAssistant.from_target(model, draft_memory=0, num_sequences=3, sequence_length=24,
                                       auto_new_tokens=16, progress=False)
     assert not draft.plan.is_quantized and draft.extra_bytes == 0
+
+
+@pytest.mark.parametrize("draft_memory", [0, 0.5], ids=["skips", "quantized"])
+def test_auto_stops_after_the_step_costs_when_no_draft_could_pay(monkeypatch, caplog, draft_memory):
+    model = tiny_model("llama", seed=1)
+    monkeypatch.setattr(prof, "measure_step_costs", _fake_costs(1.5))  # even a perfect draft: 0.79x
+
+    def never(*args, **kwargs):
+        raise AssertionError("calibrated although no draft could pay")
+
+    monkeypatch.setattr(prof, "build_calibration", never)
+    caplog.set_level(logging.INFO, logger="sdfp_hf.profiler")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an info line, not a warning
+        result = profile(model, draft_memory=draft_memory, progress=False)
+    stopped = result.stopped_early
+    assert stopped["speedup_ceiling"] == pytest.approx(perfect_draft_speedup(1.5, _FAKE_TARGET)[0])
+    assert stopped["speedup_ceiling"] < 1.0
+    assert stopped["draft_step_cost"] == 1.5 and result.predicted is None
+    assert set(result.timings) == {"step_costs", "total"}
+    assert len(result.skip.layers) == 1 and not result.plan.is_quantized  # the minimal draft
+    (line,) = [r for r in caplog.records if "profiling stopped after measuring step costs" in r.getMessage()]
+    assert line.levelno == logging.INFO and "0.79x" in line.getMessage()
+    config = result.to_config(model)
+    assert config.measurements["speedup_ceiling"] == pytest.approx(stopped["speedup_ceiling"])
+    assert "stopped after the step costs" in result.summary()
+    with pytest.raises(ValueError, match="no candidate draft is predicted faster.*even a draft whose every token"):
+        profile(model, draft_memory=draft_memory, on_no_speedup="raise", progress=False)
+    draft = SDFPAssistant.from_target(model, draft_memory=draft_memory, progress=False)
+    assert draft.skip == result.skip and draft.origin == "profiled"
+
+
+def test_a_perfect_draft_bounds_every_draft_of_its_cost():
+    flat = StepCosts(draft=1.0, verify={1: 1.0, 9: 1.0}, target_seconds=1e-3)
+    assert perfect_draft_speedup(0.5, flat) == (pytest.approx(9 / 5), 8)  # the longest draft pays most
+    steep = StepCosts(draft=1.0, verify={1: 1.0, 9: 9.0}, target_seconds=1e-3)
+    speedup, length = perfect_draft_speedup(0.1, steep)
+    assert speedup < 1.0 and length == 1  # verification as dear as plain steps: nothing pays
