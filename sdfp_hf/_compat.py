@@ -250,27 +250,35 @@ def cache_of(model_kwargs: Any) -> Any:
     return cache if cache is not None else model_kwargs.get("past_key_values")
 
 
-def quantization_problem(model: Any) -> str | None:
-    """Why a draft cannot be built from `model` because of how its weights are quantized (None: it can).
+_PLAIN_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+# Buffers that quantized linear modules keep instead of a plain weight (GPTQ / AWQ / EETQ, bitsandbytes' int8 state).
+_QUANTIZED_BUFFERS = ("qweight", "qzeros", "SCB", "weight_scale", "W_q")
 
-    A target loaded through a transformers quantizer (bitsandbytes, GPTQ, AWQ, torchao, ...) keeps its
-    weights in the backend's own modules and tensor types, which the draft's copies of the kept layers
-    and its weight-only requantization cannot share or read. A model loaded from GGUF is dequantized on
-    load into ordinary tensors and is not refused.
+
+def quantization_problem(model: Any) -> str | None:
+    """Why a draft cannot be built from `model` because its weights are quantized (None: it can).
+
+    A quantized backend (bitsandbytes, GPTQ, AWQ, torchao, fp8, HQQ, ...) keeps its weights in its own
+    modules and tensor types, which the draft's copies of the kept layers (and its weight-only
+    requantization) cannot share or read. Checked on the weights themselves: a model loaded from GGUF
+    carries a `quantization_config` but is dequantized on load into plain tensors, and is fine.
     """
-    quantizer = getattr(model, "hf_quantizer", None)
     config = getattr(getattr(model, "config", None), "quantization_config", None)
-    if quantizer is None and config is None:
-        return None
-    method = getattr(config, "quant_method", None)
-    if method is None and isinstance(config, dict):
-        method = config.get("quant_method")
-    if method is None and quantizer is not None:
-        method = type(quantizer).__name__
+    method = config.get("quant_method") if isinstance(config, dict) else getattr(config, "quant_method", None)
     method = getattr(method, "value", method)
-    if str(method).lower() == "gguf":  # dequantized on load: plain tensors
-        return None
-    return f"the model is quantized ({method})"
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        held = next((b for b in _QUANTIZED_BUFFERS if isinstance(getattr(module, b, None), torch.Tensor)), None)
+        if held is not None:
+            what = f"`{name}` holds a `{held}` ({type(module).__name__})"
+        elif isinstance(weight, torch.Tensor) and (
+            type(weight) not in (torch.Tensor, torch.nn.Parameter) or weight.dtype not in _PLAIN_DTYPES
+        ):
+            what = f"`{name}.weight` is a {type(weight).__name__} of {weight.dtype}"
+        else:
+            continue
+        return f"the model is quantized ({method or 'weights of a quantized type'}): {what}"
+    return None
 
 
 def placement_problem(model: Any) -> str | None:

@@ -140,7 +140,11 @@ class DraftModel:
 
     @property
     def round_state(self) -> dict[str, Any]:
-        """What the drafting loops keep on this draft between `generate` calls: by loop, `(settings, state)`."""
+        """What the drafting loops keep on this draft between `generate` calls: by loop, `(settings, state)`.
+
+        One `generate` call at a time holds each state; a call running beside it (another thread) learns
+        on a state of its own (`sdfp_hf.drafting.calls`).
+        """
         return self.__dict__.setdefault("_sdfp_round_state", {})
 
     def clear_memory(self) -> None:

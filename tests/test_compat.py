@@ -109,14 +109,36 @@ def test_synchronize_waits_for_cuda_and_not_for_the_cpu(monkeypatch):
 
 
 def test_quantized_targets_are_refused_with_the_method():
-    model = tiny_model("llama")
+    model = tiny_model("llama")  # what bitsandbytes' int8 layers hold: an int8 weight (a Parameter subclass)
+    model.config.quantization_config = {"quant_method": "bitsandbytes", "load_in_8bit": True}
+    proj = model.model.layers[1].mlp.down_proj
+    proj.weight = torch.nn.Parameter(proj.weight.detach().to(torch.int8), requires_grad=False)
+    with pytest.raises(UnsupportedModelError, match=r"quantized \(bitsandbytes\).*layers\.1\.mlp\.down_proj\.weight.*int8.*unquantized"):
+        SDFPAssistant.from_target(model, skip_layers=[1])
+
+    model = tiny_model("llama")  # GPTQ / AWQ linears keep packed `qweight` buffers and no float weight
     model.config.quantization_config = {"quant_method": "gptq", "bits": 4}
-    with pytest.raises(UnsupportedModelError, match=r"quantized \(gptq\).*Load the model unquantized"):
+    model.model.layers[0].self_attn.q_proj.register_buffer("qweight", torch.zeros(8, 8, dtype=torch.int32))
+    with pytest.raises(UnsupportedModelError, match=r"quantized \(gptq\).*holds a `qweight`"):
         SDFPAssistant.from_target(model, skip_layers=[1])
+
+    model = tiny_model("llama")  # a tensor subclass (torchao's quantized tensors are), no config at all
+    subclass = type("AffineQuantizedTensor", (torch.Tensor,), {})
+    model.model.layers[0].mlp.up_proj.weight = torch.nn.Parameter(
+        model.model.layers[0].mlp.up_proj.weight.detach().as_subclass(subclass), requires_grad=False
+    )
+    with pytest.raises(UnsupportedModelError, match=r"weights of a quantized type.*AffineQuantizedTensor"):
+        SDFPAssistant.from_target(model, skip_layers=[1])
+
+
+def test_a_model_flagged_quantized_with_plain_weights_drafts_losslessly():
+    """A GGUF load flags the model as quantized but holds dequantized tensors: it is not refused."""
     model = tiny_model("llama")
-    model.hf_quantizer = type("Bnb4BitHfQuantizer", (), {})()
-    with pytest.raises(UnsupportedModelError, match=r"quantized \(Bnb4BitHfQuantizer\)"):
-        SDFPAssistant.from_target(model, skip_layers=[1])
+    model.config.quantization_config = {"quant_method": "gguf"}
+    ids = prompt(12)
+    draft = SDFPAssistant.from_target(model, skip_layers=[1], assistant_confidence_threshold=0.0)
+    kwargs = dict(max_new_tokens=20, min_new_tokens=20, do_sample=False)
+    assert torch.equal(model.generate(ids, assistant_model=draft, **kwargs), model.generate(ids, **kwargs))
 
 
 def test_the_hook_checks_nothing_by_source_text():
