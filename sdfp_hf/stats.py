@@ -115,7 +115,13 @@ class DraftStats:
         }
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"{self.rounds} rounds, {self.accepted}/{self.drafted} drafted tokens accepted "
             f"({self.acceptance_rate:.1%}), {self.mean_accepted:.2f} accepted per round"
         )
+        sources = sorted(self.by_source().items(), key=lambda kv: -kv[1]["accepted"])
+        if sources:
+            text += "; accepted/proposed by source: " + ", ".join(
+                f"{name} {int(row['accepted'])}/{int(row['proposed'])}" for name, row in sources
+            )
+        return text

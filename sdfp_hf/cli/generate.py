@@ -122,12 +122,7 @@ def _rate(tokens: int, seconds: float) -> str:
 def _report_draft(draft: Any, drafted: Any, seconds: float) -> None:
     stats = draft.stats
     print(f"\n--- {_rate(len(drafted), seconds)} with the draft")
-    print(f"draft: {len(draft.skip.kept_layers)} of {draft.skip.num_layers} layers kept; {stats}")
-    if stats.rounds_from("lookup"):
-        print(
-            f"rounds by source: {stats.rounds_from('draft')} from the draft, "
-            f"{stats.rounds_from('lookup')} from prompt lookup"
-        )
+    print(f"draft: {draft.plan.describe()}; {stats}")  # per source, as the demo shows it
 
 
 def _report_baseline(args: argparse.Namespace, model: Any, drafted: Any, draft_seconds: float, plain: Any, plain_seconds: float) -> None:
