@@ -109,13 +109,21 @@ def check_transformers(model: Any = None) -> None:
     if model is not None:
         for module in (model, getattr(model, "base_model", None)):
             if module is not None and _keyword_of(type(module).forward) is None:
-                problems.append(f"{type(module).__name__}.forward takes neither `cache` nor `past_key_values`")
+                problems.append(_no_keyword(module))
     if problems:
-        oldest, newest = SUPPORTED_TRANSFORMERS
-        raise RuntimeError(
-            f"sdfp-hf does not fit transformers {transformers.__version__} (supported: {oldest} to {newest}): "
-            f"{'; '.join(problems)}. Install a supported version: pip install 'transformers>={oldest},<{_next(newest)}'"
-        )
+        raise RuntimeError(_unfit(problems))
+
+
+def _unfit(problems: list[str]) -> str:
+    oldest, newest = SUPPORTED_TRANSFORMERS
+    return (
+        f"sdfp-hf does not fit transformers {transformers.__version__} (supported: {oldest} to {newest}): "
+        f"{'; '.join(problems)}. Install a supported version: pip install 'transformers>={oldest},<{_next(newest)}'"
+    )
+
+
+def _no_keyword(module: Any) -> str:
+    return f"{type(module).__name__}.forward takes neither `cache` nor `past_key_values`"
 
 
 def _next(version: str) -> str:
@@ -167,7 +175,7 @@ def cache_keyword(model: Any) -> str:
     """The keyword `model`'s forward takes its cache by: ``"cache"`` (transformers >= 5.24) or ``"past_key_values"``."""
     keyword = _keyword_of(type(model).forward)
     if keyword is None:
-        check_transformers(model)
+        raise RuntimeError(_unfit([_no_keyword(model)]))
     return keyword
 
 

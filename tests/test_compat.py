@@ -59,6 +59,8 @@ def test_a_model_whose_forward_takes_no_cache_is_refused_naming_the_range():
 
     with pytest.raises(RuntimeError, match=r"supported: 5\.20 to 5\.24.*NoCache\.forward takes neither"):
         _compat.check_transformers(NoCache())
+    with pytest.raises(RuntimeError, match=r"supported: 5\.20 to 5\.24.*NoCache\.forward takes neither"):
+        _compat.cache_kwargs(NoCache(), DynamicCache())
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma2", "gemma3"])
