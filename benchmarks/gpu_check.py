@@ -38,6 +38,8 @@ from benchmarks.harness import machine_info, versions
 from sdfp_hf import SDFPAssistant
 from sdfp_hf._compat import cache_kwargs, cache_of
 from sdfp_hf.costs import clock, measure_step_costs
+from sdfp_hf.fit import score_layers
+from sdfp_hf.selection import select_skips
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,10 +67,12 @@ TINY = dict(
 )
 
 
-def evenly_spaced(num_layers: int, fraction: float) -> list[int]:
-    """`fraction` of the layers, evenly spaced, never the first or the last (as the benchmarks' `evenly`)."""
-    k = round(fraction * num_layers)
-    return sorted({int(1 + i * (num_layers - 2) / k) for i in range(k)}) if k else []
+def evenly_spaced(model: Any, fraction: float) -> list[int]:
+    """`fraction` of the layers, evenly spaced, never the first or the last: the package's `evenly_spaced`
+    scores and its selection, as the benchmarks' `evenly` selector."""
+    scores = score_layers(model, None, "evenly_spaced", progress=False)
+    skip = select_skips(scores, skip_ratio=fraction, granularity="layer", protect_first=1, protect_last=1)
+    return list(skip.layers)
 
 
 def build_model(shape: dict[str, Any], device: torch.device, dtype: torch.dtype) -> Any:
@@ -150,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     model = build_model(TINY if args.tiny else LLAMA3_8B, device, dtype)
     n = model.config.num_hidden_layers
-    drafts = {f: SDFPAssistant.from_target(model, skip_layers=evenly_spaced(n, f)) for f in (0.25, 0.5)}
+    drafts = {f: SDFPAssistant.from_target(model, skip_layers=evenly_spaced(model, f)) for f in (0.25, 0.5)}
     costs, target = measure_step_costs(
         model, list(drafts.values()), context_length=args.context, repeats=args.repeats, warmup=2, verify_tokens=2
     )
