@@ -46,8 +46,14 @@ __all__ = [
 ]
 
 DEFAULT_GRANULARITY = "layer"
-MIXED_SHARES = (0.2, 0.5)
-"""Shares of the decoder's bytes kept int8 in the mixed int4 / int8 candidates, most FIT-sensitive first."""
+MIXED_SHARES = (0.2,)
+"""Shares of the decoder's bytes kept int8 in the mixed int4 / int8 candidates, most FIT-sensitive first.
+
+One mix beside uniform int4 (bf16): on SmolLM2-135M a mix wins (int4 alone keeps 0.81 of the tokens), on
+Qwen2.5-Coder-1.5B uniform int4 does (0.97 kept at a step of 0.35 of the target's,
+`benchmarks/results/draft-plans/`, where the mixes measured 0.42-0.44). The profiler chose the 0.2 mix
+over a 0.5 one on both (`benchmarks/results/tree-rounds/profiler_lines.txt`), and each candidate costs it
+a build, a timing and a replay."""
 
 
 def branch_costs(model: PreTrainedModel) -> tuple[list[float], list[float]]:
@@ -252,8 +258,8 @@ def quantized_plans(
 
     With ``"fit_quant"`` `scores`: int4 with the branches that lose most to int4 per byte kept int8, covering
     each of `shares` of the decoder's bytes (the FIT of mixed-precision quantization), and uniform int4;
-    without them, uniform int8 and int4. Plans over the budget and duplicates are left out, and uniform
-    int4 is kept only when no mix fits; the list runs from the most memory to the least.
+    without them, uniform int8 and int4. Plans over the budget and duplicates are left out; the list runs
+    from the most memory to the least.
 
     Args:
         model (`PreTrainedModel`): the target.
@@ -289,7 +295,7 @@ def quantized_plans(
             precisions = {kind: ["int8" if (i, kind) in kept else "int4" for i in range(n)] for kind in ("attention", "mlp")}
             plan = DraftPlan.from_lists(n, **lists, **precisions, head="int8", group_size=group_size)
             candidates.append((f"int4+int8:{share:g}", plan))
-    # without sensitivities, the two ends; with them, the mixes, and uniform int4 for a budget too small for them
+    # without sensitivities, the two ends; with them, the mixes and uniform int4
     candidates += [(fmt, uniform[fmt]) for fmt in (QUANTIZED if not candidates else ("int4",))]
     out, seen = [], set()
     for name, plan in sorted(candidates, key=lambda c: -plan_nbytes(model, c[1])):
@@ -297,8 +303,6 @@ def quantized_plans(
             continue
         seen.add(plan)
         out.append((name, plan))
-    if len(out) > 1 and scores is not None and scores.method == "fit_quant":
-        out = [(name, plan) for name, plan in out if name != "int4"]
     return out
 
 
