@@ -50,6 +50,9 @@ import torch
 
 from sdfp_hf.models import MARKER_NAME, load_model, models_cache_dir, read_marker, require_gguf_support
 
+#: The dtypes the benchmark scripts take by short name.
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
 __all__ = [
     "CATALOGUE",
     "CREATED_BY",

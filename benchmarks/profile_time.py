@@ -15,10 +15,12 @@ from transformers import AutoModelForCausalLM
 
 from sdfp_hf import SDFPAssistant
 
+from .catalogue import DTYPES
+
 
 def main() -> None:
     torch.set_num_threads(int(sys.argv[2]))
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[sys.argv[3] if len(sys.argv) > 3 else "bf16"]
+    dtype = DTYPES[sys.argv[3] if len(sys.argv) > 3 else "bf16"]
     model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=dtype).eval()
     start = time.perf_counter()
     draft = SDFPAssistant.from_target(model, refresh=True, hub_lookup=False)

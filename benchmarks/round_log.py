@@ -3,10 +3,10 @@
     python -m benchmarks.round_log MODEL_FOLDER CATEGORY INDEX [threads=N] [dtype=bf16|fp32] [OPTION=VALUE ...]
 
 Loads the model, builds `SDFPAssistant.from_target(model)` (the profile cache applies), sets any
-`DraftingOptions` field given (and `num_assistant_tokens`, the most tokens a round drafts), then times plain `generate` and tree rounds on the prompt (128 new tokens,
-greedy, after a 16-token warm-up) and prints every draft call (tokens drafted, seconds), every round with
-candidates, and the planner's round overhead, draft step, draft acceptance and verification cost curve
-T(n) in seconds. A diagnostic: one prompt, one run, no statistics.
+`DraftingOptions` field given (and `num_assistant_tokens`, the most tokens a round drafts), then times
+plain `generate` and tree rounds on the prompt (128 new tokens, greedy, after a 16-token warm-up) and
+prints every draft call (tokens drafted, seconds), `draft.stats`, and the planner's round overhead, draft
+step, draft acceptance and verification cost curve T(n) in seconds. A diagnostic: one prompt, one run.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import sdfp_hf.drafting.loop as loop
 from sdfp_hf import SDFPAssistant
 
+from .catalogue import DTYPES
 from .prompts import encode_prompt, load_prompts
-
-DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def main() -> None:

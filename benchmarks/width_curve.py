@@ -19,11 +19,13 @@ from sdfp_hf._compat import cache_kwargs
 from sdfp_hf.cache import prepare_tree_cache
 from sdfp_hf.drafting.tree import CandidateTree, attention_masks
 
+from .catalogue import DTYPES
+
 
 def main() -> None:
     path = sys.argv[1]
     torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[sys.argv[3] if len(sys.argv) > 3 else "bf16"]
+    dtype = DTYPES[sys.argv[3] if len(sys.argv) > 3 else "bf16"]
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
     ids = torch.randint(100, 20000, (1, 300))
 
