@@ -54,9 +54,12 @@ def test_default_profile_is_quick_and_gives_a_working_draft(smollm2, capsys):
     with _any_warnings():
         result = profile(model, progress=False)
     elapsed = time.perf_counter() - start
+    # The profile may stop after the step costs where no draft can pay (a CPU without native bf16, or a busy
+    # one): then nothing was scored on calibration data; that path is tested on its own in test_profiler.py.
+    peak = result.scores.peak_memory_bytes
     with capsys.disabled():
         print(f"\ndefault profile of SmolLM2-135M: {elapsed:.1f}s ({result.timings}), "
-              f"peak RSS {result.scores.peak_memory_bytes / 2**20:.0f} MiB\n{result.summary()}")
+              f"peak RSS {peak / 2**20 if peak else float('nan'):.0f} MiB\n{result.summary()}")
     # No pass/fail on time (shared machines are noisy): the measured time is printed here and recorded with
     # its command in benchmarks/results/selectors_profile_smollm2-135m.json.
     draft = SDFPAssistant.from_target(model, **result.draft_kwargs())
@@ -66,7 +69,11 @@ def test_default_profile_is_quick_and_gives_a_working_draft(smollm2, capsys):
     assisted = model.generate(**ids, max_new_tokens=24, do_sample=False, assistant_model=draft)
     assert torch.equal(plain, assisted)
     config = result.to_config(model)
-    assert config.scoring_method == result.scores.method and config.calibration["num_tokens"] > 0
+    assert config.scoring_method == result.scores.method
+    if result.stopped_early:
+        assert config.measurements["speedup_ceiling"] <= 1.0 and "calibration" not in result.timings
+    else:
+        assert config.calibration["num_tokens"] > 0 and peak > 0
 
 
 class _any_warnings:
