@@ -3,7 +3,7 @@
     python -m benchmarks.round_log MODEL_FOLDER CATEGORY INDEX [threads=N] [dtype=bf16|fp32] [OPTION=VALUE ...]
 
 Loads the model, builds `SDFPAssistant.from_target(model)` (the profile cache applies), sets any
-`DraftingOptions` field given (and `num_assistant_tokens`, the most tokens a round drafts), then times
+`DraftingOptions` field given (e.g. `tree_draft_tokens=3`, the most tokens a round drafts), then times
 plain `generate` and tree rounds on the prompt (128 new tokens, greedy, after a 16-token warm-up) and
 prints every draft call (tokens drafted, seconds), `draft.stats`, and the planner's round overhead, draft
 step, draft acceptance and verification cost curve T(n) in seconds. A diagnostic: one prompt, one run.
@@ -33,8 +33,6 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
     draft = SDFPAssistant.from_target(model, hub_lookup=False)
-    if "num_assistant_tokens" in options:
-        draft.generation_config.num_assistant_tokens = int(options.pop("num_assistant_tokens"))
     for name, value in options.items():
         kind = type(getattr(draft.drafting, name))
         setattr(draft.drafting, name, value == "true" if kind is bool else kind(value))

@@ -174,3 +174,24 @@ def test_the_draft_runs_where_the_free_candidates_leave_room():
     sure.add([6, 7, 8, 9], [0.99] * 4, "lookup:3:3")
     free_rate = planner.size(sure.sorted_reach(), 0)[1]
     assert not loop._draft_pays(planner, sure, 4, free_rate)
+
+
+def test_tree_rounds_draft_up_to_their_own_cap_not_the_chain_length():
+    model = tiny_model("llama")
+    draft = SDFPAssistant.from_target(model, quantize="int8", num_assistant_tokens=2)
+    assert loop.tree_planner_of(draft, model.config.vocab_size).max_draft == DraftingOptions().tree_draft_tokens
+    draft.drafting = DraftingOptions(tree_draft_tokens=5)
+    assert loop.tree_planner_of(draft, model.config.vocab_size).max_draft == 5
+    draft.drafting = DraftingOptions(tree_draft=False)
+    assert loop.tree_planner_of(draft, model.config.vocab_size).max_draft == 0
+    # measured: a cheap draft that is always right is run to the cap, past the chain length
+    planner = loop.TreePlanner(vocab_size=96, options=DraftingOptions(), max_draft=8)
+    for width, seconds in [(1, 1.0), (9, 1.2)]:
+        planner.curve.record(width, seconds)
+    planner.draft_seconds, planner.overhead = 0.05, 0.0
+    for _ in range(20):
+        planner.calibration.record(loop.CHAIN, 1.0)
+    assert planner.draft_depth() == 8
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="tree_draft_tokens"):
+            DraftingOptions(tree_draft_tokens=bad)

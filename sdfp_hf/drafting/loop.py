@@ -121,7 +121,7 @@ def tree_planner_of(draft: Any, vocab_size: int) -> TreePlanner:
     """The draft's tree planner, kept on the draft between `generate` calls (remade when its options change;
     a call that runs while another holds it gets one of its own: `sdfp_hf.drafting.calls`)."""
     options = draft.drafting
-    max_draft = int(draft.generation_config.num_assistant_tokens or 0) if options.tree_draft else 0
+    max_draft = options.tree_draft_tokens if options.tree_draft else 0
     settings = (astuple(options), max_draft, vocab_size, draft.dtype, draft.device)
     return current_call(draft).state("tree", settings, lambda: TreePlanner(vocab_size, options, max_draft))
 

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 __all__ = ["DraftingOptions"]
 
 
+def _positive(value: int, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"DraftingOptions.{name} must be an integer >= {minimum}, got {value!r}")
+
+
 @dataclass
 class DraftingOptions:
     """How `SDFPCandidateGenerator` proposes tokens (runtime options of a draft, not part of its mask).
@@ -39,6 +44,14 @@ class DraftingOptions:
             verification width is not free).
         tree_draft (`bool`, defaults to `True`): let the draft's chain and its runners-up into the tree,
             when the planner predicts the draft's steps pay.
+        tree_draft_tokens (`int`, defaults to 8): most draft tokens a tree round drafts. The planner picks
+            each round's depth below it from the measured draft step, acceptance and verification cost curve,
+            and stops a chain once its next token no longer pays; the generation config's
+            `num_assistant_tokens` sets only the chain rounds' length. Why not the profiler's recommended
+            length: on Qwen2.5-Coder-1.5B fp32 (an AVX2 CPU) a uniform-int4 draft ran at 1.02x capped at its
+            3 tokens and 1.30x capped at 8 on the same prompt
+            (benchmarks/results/avx2-machine/round_log_qwen2.5-coder-1.5b_fp32.txt): short chains do not pay
+            for their verification where width is costly.
         recycled_tokens (`int`, defaults to 8): successors per token in the recycled-token table (each
             token's top-k next tokens from the target's own verification logits); 0 disables it.
         suffix_memory (`int`, defaults to 65536): tokens of earlier outputs kept on the draft, across
@@ -55,5 +68,9 @@ class DraftingOptions:
     tree: bool = True
     tree_nodes: int = 32
     tree_draft: bool = True
+    tree_draft_tokens: int = 8
     recycled_tokens: int = 8
     suffix_memory: int = 65536
+
+    def __post_init__(self) -> None:
+        _positive(self.tree_draft_tokens, "tree_draft_tokens", 1)
