@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -57,7 +58,10 @@ class MethodSpec:
 
     @classmethod
     def parse(cls, kind: str, text: str = "") -> MethodSpec:
-        """Parse ``ARG[:key=value,...]`` (for sdfp, ``SELECTOR:RATIO[:key=value,...]``)."""
+        """Parse ``ARG[:key=value,...]`` (for sdfp, ``SELECTOR:RATIO[:key=value,...]``).
+
+        Options are separated by ``,`` or ``:`` (``gate_flips:auto:prompt_lookup=0:tree=false``).
+        """
         if kind not in METHOD_KINDS:
             raise ValueError(f"unknown method kind {kind!r}: choose from {', '.join(METHOD_KINDS)}")
         parts = text.split(":") if text else []
@@ -68,7 +72,7 @@ class MethodSpec:
         arg = ":".join(parts[:n_args])
         rest = ":".join(parts[n_args:])
         options = []
-        for item in filter(None, rest.split(",")):
+        for item in filter(None, re.split("[,:]", rest)):
             key, sep, value = item.partition("=")
             if not sep or not key:
                 raise ValueError(f"method option {item!r} in {text!r} is not key=value")

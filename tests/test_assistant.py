@@ -274,6 +274,23 @@ def test_bad_skip_arguments_are_clear_errors(kwargs, message):
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(prompt_lookup="0:tree=false"), "prompt_lookup must be an integer >= 0, got '0:tree=false'"),
+        (dict(prompt_lookup=-1), "prompt_lookup must be an integer >= 0"),
+        (dict(lookup_tokens=0), "lookup_tokens must be an integer >= 1"),
+        (dict(tree_nodes=2.5), "tree_nodes must be an integer >= 1"),
+        (dict(tree_draft_tokens=True), "tree_draft_tokens must be an integer >= 1"),
+        (dict(tree="false"), "tree must be True or False, got 'false'"),
+    ],
+)
+def test_bad_drafting_options_are_clear_errors(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        DraftingOptions(**kwargs)
+    assert message in str(err.value)
+
+
 def test_not_a_causal_lm_is_a_clear_error():
     base = LlamaModel(LlamaConfig(**{k: v for k, v in tiny_model("llama").config.to_dict().items()
                                      if k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",

@@ -118,6 +118,9 @@ def test_method_spec_parsing():
     assert spec.arg == "evenly:0.25"
     assert dict(spec.options) == {"num_assistant_tokens": 8, "num_assistant_tokens_schedule": "constant"}
     assert spec.name == "sdfp:evenly:0.25[num_assistant_tokens=8,num_assistant_tokens_schedule=constant]"
+    assert dict(MethodSpec.parse("sdfp", "gate_flips:auto:prompt_lookup=0:tree=false").options) == {
+        "prompt_lookup": 0, "tree": False
+    }
     assert MethodSpec.parse("prompt_lookup", "10").name == "prompt_lookup:10"
     assert dict(MethodSpec.parse("early_exit", "0.5:assistant_confidence_threshold=0.0").options) == {
         "assistant_confidence_threshold": 0.0

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 __all__ = ["DraftingOptions"]
 
-
-def _positive(value: int, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"DraftingOptions.{name} must be an integer >= {minimum}, got {value!r}")
+# The least value of each integer option (0 where 0 disables what it sizes).
+_MINIMUM = {"prompt_lookup": 0, "recycled_tokens": 0, "suffix_memory": 0}
 
 
 @dataclass
@@ -73,4 +71,12 @@ class DraftingOptions:
     suffix_memory: int = 65536
 
     def __post_init__(self) -> None:
-        _positive(self.tree_draft_tokens, "tree_draft_tokens", 1)
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.type == "bool":
+                if not isinstance(value, bool):
+                    raise ValueError(f"DraftingOptions.{field.name} must be True or False, got {value!r}")
+                continue
+            minimum = _MINIMUM.get(field.name, 1)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"DraftingOptions.{field.name} must be an integer >= {minimum}, got {value!r}")
