@@ -80,11 +80,13 @@ def test_best_keeps_a_tree_of_the_likeliest_nodes():
     tree.add([20, 21], [0.3, 0.9], "b")
     tree.add([10, 30], [0.5, 0.2], "c")  # merges with the first path's first node, keeps its higher chance
     assert tree.chance[1] == 0.9 and tree.sources[1] == {"a", "c"}
-    # siblings whose chances add up to more than one are scaled to sum to one: the root's children
-    # (0.9 + 0.3): 10 reaches 0.75; 10's children (0.9 + 0.2): 11 reaches 0.75 * 0.9 / 1.1, 12 that * 0.9
+    # siblings whose chances add up to more than one: the likeliest keep theirs, the others share what is
+    # left. The root's children (0.9 + 0.3): 10 reaches 0.9, 20 only 0.1; 10's children (0.9 + 0.2): 11
+    # reaches 0.9 * 0.9, 30 0.9 * 0.1; 12 0.9 ** 3
     best, reach = tree.best(3)
     assert best.tokens == [5, 10, 11, 12] and best.parents == [-1, 0, 1, 2]
-    assert reach == pytest.approx([1.0, 0.75, 0.75 * 0.9 / 1.1, 0.75 * 0.81 / 1.1])
+    assert reach == pytest.approx([1.0, 0.9, 0.81, 0.729])
+    assert tree.reach()[4:] == pytest.approx([0.1, 0.09, 0.09])  # 20, 21, 30
     assert tree.best(4)[0].tokens == [5, 10, 20, 11, 12]  # parents before children, best first within a depth
-    # the root's children add up to more than one: they are scaled to sum to one
+    # the root's children add up to more than one: they sum to one
     assert abs(sum(tree.reach()[n] for n in tree.children[0].values()) - 1.0) < 1e-9

@@ -176,6 +176,19 @@ def test_the_draft_runs_where_the_free_candidates_leave_room():
     assert not loop._draft_pays(planner, sure, 4, free_rate)
 
 
+def test_sources_are_calibrated_only_below_accepted_nodes():
+    planner = loop.TreePlanner(vocab_size=32, options=DraftingOptions(), max_draft=4)
+    tree = loop.CandidateTree.rooted_at(5)
+    tree.add([10, 11], [0.5, 0.5], "lookup:2:3")  # node 1 (token 10), below it node 2 (token 11)
+    tree.add([12], [0.5], "table:0")  # node 3, the root's other child
+    logits = torch.zeros(len(tree), 32)
+    logits[0, 12] = logits[1, 11] = 1.0  # the target takes 12 at the root; after 10 it would take 11
+    loop._learn(planner, tree, logits, path=[3], do_sample=False)
+    calibration = planner.calibration
+    assert calibration.weight == {"lookup:2:3": 1.0, "table:0": 1.0}  # node 2 (below the rejected 10) is not
+    assert calibration.hits == {"lookup:2:3": 0.0, "table:0": 1.0}
+
+
 def test_tree_rounds_draft_up_to_their_own_cap_not_the_chain_length():
     model = tiny_model("llama")
     draft = SDFPAssistant.from_target(model, quantize="int8", num_assistant_tokens=2)

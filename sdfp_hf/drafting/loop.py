@@ -326,17 +326,23 @@ def _walk(tree, logits, ids, logits_processor, do_sample, eos, room) -> tuple[li
 
 
 def _learn(planner: TreePlanner, tree: CandidateTree, logits: torch.Tensor, path: list[int], do_sample: bool) -> None:
-    """Calibrate every source from every node whose parent was verified: would the target take this token there?"""
-    if len(tree) == 1:
+    """Calibrate every source from every node whose parent was accepted: did the target take this token there?
+
+    Only those: a calibrated chance is a node's acceptance given its parent's, and below a rejected node the
+    target reads a context it never produced, where a lookup's or the table's continuation of that context
+    agrees with it more often than it would have on the real one.
+    """
+    accepted = {0, *path}
+    nodes = [node for node in range(1, len(tree)) if tree.parents[node] in accepted]
+    if not nodes:
         return
-    parents = torch.tensor(tree.parents[1:], device=logits.device)
-    tokens = torch.tensor(tree.tokens[1:], device=logits.device)
+    parents = torch.tensor([tree.parents[node] for node in nodes], device=logits.device)
+    tokens = torch.tensor([tree.tokens[node] for node in nodes], device=logits.device)
     if do_sample:
         hits = logits.softmax(-1)[parents, tokens].tolist()  # one transfer for the whole tree
     else:
         hits = (logits.argmax(-1)[parents] == tokens).float().tolist()
-    for node in range(1, len(tree)):
-        hit = hits[node - 1]
+    for node, hit in zip(nodes, hits):
         for key in tree.sources[node]:
             planner.calibration.record(key, hit)
         if any(key.startswith("draft:") for key in tree.sources[node]):

@@ -75,15 +75,21 @@ class CandidateTree:
     def reach(self) -> list[float]:
         """Each node's estimated probability of being reached and accepted (the product along its path).
 
-        Siblings are exclusive events (the target takes one token), so where the chances of a node's
-        children add up to more than one they are scaled down to sum to one.
+        Siblings are exclusive events (the target takes one token): where the chances of a node's children
+        add up to more than one, the likeliest keep theirs and the others share what is left. A confident
+        draft's token stays as likely as the draft is; the recycled table's or a lookup's other tokens beside
+        it are right only where it is wrong. (Scaling all of them down alike under-predicted the draft's
+        accepted tokens by a fifth on Qwen2.5-Coder-1.5B, and cut its chains short.)
         """
+        share = list(self.chance)
+        for children in self.children:
+            left = 1.0
+            for child in sorted(children.values(), key=lambda c: -self.chance[c]):
+                share[child] = min(self.chance[child], left)
+                left -= share[child]
         reach = [1.0] * len(self)
         for node in range(1, len(self)):
-            parent = self.parents[node]
-            total = sum(self.chance[c] for c in self.children[parent].values())
-            scale = 1.0 / total if total > 1.0 else 1.0
-            reach[node] = reach[parent] * self.chance[node] * scale
+            reach[node] = reach[self.parents[node]] * share[node]
         return reach
 
     def best(self, size: int, max_depth: int | None = None, keep: Sequence[int] = ()) -> tuple[CandidateTree, list[float]]:
