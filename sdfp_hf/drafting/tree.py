@@ -78,8 +78,7 @@ class CandidateTree:
         Siblings are exclusive events (the target takes one token): where the chances of a node's children
         add up to more than one, the likeliest keep theirs and the others share what is left. A confident
         draft's token stays as likely as the draft is; the recycled table's or a lookup's other tokens beside
-        it are right only where it is wrong. (Scaling all of them down alike under-predicted the draft's
-        accepted tokens by a fifth on Qwen2.5-Coder-1.5B, and cut its chains short.)
+        it are right only where it is wrong (scaling all of them alike shortened the draft's chains).
         """
         share = list(self.chance)
         for children in self.children:
