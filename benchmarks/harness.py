@@ -225,15 +225,24 @@ def process_peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+# CPU features that decide what pays here: native bf16 arithmetic (avx512_bf16, AMX tiles) or not
+CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16")
+
+
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
+    cpu, features = platform.processor() or platform.machine(), None
     try:
         with open("/proc/cpuinfo") as f:
-            match = re.search(r"^model name\s*:\s*(.+)$", f.read(), flags=re.MULTILINE)
-        if match:
-            cpu = match.group(1).strip()
+            text = f.read()
     except OSError:
         pass
+    else:
+        match = re.search(r"^model name\s*:\s*(.+)$", text, flags=re.MULTILINE)
+        if match:
+            cpu = match.group(1).strip()
+        flags = re.search(r"^flags\s*:\s*(.+)$", text, flags=re.MULTILINE)
+        if flags:
+            features = [f for f in CPU_FEATURES if f in flags.group(1).split()]
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -243,6 +252,7 @@ def machine_info() -> dict[str, Any]:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return {
         "cpu": cpu,
+        "cpu_features": features,
         "logical_cores": os.cpu_count(),
         "usable_cores": usable,
         "memory_bytes": memory,

@@ -165,10 +165,12 @@ def _draft_setting(method: dict[str, Any]) -> str:
 def _headline(result: dict[str, Any]) -> str:
     cfg = result["config"]
     machine = result["machine"]
+    features = machine.get("cpu_features")  # absent from results written before it was recorded
+    cpu = machine["cpu"] + (f" ({', '.join(features) or 'no AVX2'})" if features is not None else "")
     return (
         f"{result['model']['name']} ({result['model']['model_type']}, {result['model']['num_layers']} layers), "
         f"{result['model']['dtype']}, {cfg['per_category']} prompt(s) per category, {cfg['max_new_tokens']} new "
-        f"tokens, greedy, batch 1, {cfg['repeats']} repeat(s); {machine['cpu']}, {machine['usable_cores']} cores, "
+        f"tokens, greedy, batch 1, {cfg['repeats']} repeat(s); {cpu}, {machine['usable_cores']} cores, "
         f"{result['threads']} torch threads; torch {result['versions']['torch']}, transformers "
         f"{result['versions']['transformers']}, sdfp-hf {result['versions']['sdfp_hf']}"
     )

@@ -531,6 +531,15 @@ def test_partial_result_says_so(tiny_result):
     assert "Partial run" not in markdown_report(tiny_result)
 
 
+def test_the_report_names_the_cpu_features_that_decide_what_pays(tiny_result):
+    features = tiny_result["machine"]["cpu_features"]
+    assert features is None or set(features) <= {"avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16"}
+    with_amx = dict(tiny_result, machine=dict(tiny_result["machine"], cpu="Xeon", cpu_features=["avx2", "amx_bf16"]))
+    assert "; Xeon (avx2, amx_bf16), " in markdown_report(with_amx)
+    older = dict(tiny_result, machine={k: v for k, v in tiny_result["machine"].items() if k != "cpu_features"})
+    assert f"; {tiny_result['machine']['cpu']}, " in markdown_report(older)  # results from before: no features
+
+
 def test_a_note_written_into_a_result_is_reported(tiny_result):
     assert "Note:" not in markdown_report(tiny_result)
     noted = dict(tiny_result, note="one prompt ran beside another job")
