@@ -72,7 +72,8 @@ class ProfileResult:
         granularity (`str`): ``"layer"`` or ``"sublayer"``.
         skip_ratio (`float`): the chosen ratio (of layers, or of decoder bytes at sub-layer granularity).
         calibration (`dict`): calibration provenance (source, sizes, seed, dtype, seconds).
-        timings (`dict[str, float]`): seconds spent calibrating, scoring and selecting.
+        timings (`dict[str, float]`): seconds spent measuring step costs (``"auto"``), calibrating, scoring and
+            selecting, and their total.
         num_assistant_tokens (`int`), assistant_confidence_threshold (`float`),
         num_assistant_tokens_schedule (`str`): recommended draft settings.
         predicted (`dict`, *optional*): for ``"auto"``: the chosen candidate's replayed acceptance, measured
@@ -276,19 +277,22 @@ def profile(
     budget = memory_budget(model, draft_memory)
     quantized = budget > 0 and bool(weight_only_formats(model.get_input_embeddings().weight.device.type))
     copies: dict = {}  # quantized matrices of the step-cost probe, reused by the candidates
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
     if skip_ratio == "auto":
         limits = dict(granularity=granularity, protect_first=protect_first, protect_last=protect_last)
         stopped = _stop_early(model, quantized, budget, limits, auto_ratios, on_no_speedup, progress, copies)
         if stopped is not None:
             return stopped
+        timings["step_costs"] = time.perf_counter() - t0
     if skip_ratio == "auto" and quantized:
         return _profile_quantized(
             model, calibration, tokenizer=tokenizer, budget=budget, num_sequences=num_sequences,
             sequence_length=sequence_length, seed=seed, auto_prompts=auto_prompts, auto_new_tokens=auto_new_tokens,
-            on_no_speedup=on_no_speedup, progress=progress, copies=copies, **score_kwargs,
+            on_no_speedup=on_no_speedup, progress=progress, copies=copies, timings=timings, started=t0,
+            **score_kwargs,
         )
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    t1 = time.perf_counter()
     cal_kwargs: dict[str, Any] = {"tokenizer": tokenizer, "seed": seed}
     if num_sequences is not None:
         cal_kwargs["num_sequences"] = num_sequences
@@ -296,7 +300,7 @@ def profile(
         cal_kwargs["sequence_length"] = sequence_length
     with torch.no_grad():
         data = build_calibration(model, calibration, **cal_kwargs)
-    timings["calibration"] = time.perf_counter() - t0
+    timings["calibration"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     scores = score_layers(model, data, method, seed=seed, progress=progress, **score_kwargs)
     timings["scoring"] = time.perf_counter() - t1
@@ -419,10 +423,10 @@ def _auto(
 
 def _profile_quantized(
     model, calibration, *, tokenizer, budget, num_sequences, sequence_length, seed, auto_prompts, auto_new_tokens,
-    on_no_speedup, progress, copies, **score_kwargs,
+    on_no_speedup, progress, copies, timings, started, **score_kwargs,
 ) -> ProfileResult:
-    """"auto" with room for quantized copies: FIT int4 sensitivities, candidate plans, replay and costs."""
-    timings: dict[str, float] = {}
+    """"auto" with room for quantized copies: FIT int4 sensitivities, candidate plans, replay and costs (`timings`
+    so far, from `started`: the step-cost probe's)."""
     t0 = time.perf_counter()
     with torch.no_grad():
         if calibration is None:
@@ -460,7 +464,7 @@ def _profile_quantized(
     timings["selection"] = time.perf_counter() - t2
     result = _result(chosen, candidates, target, trajectories, scores, "layer", provenance, timings)
     result.quantized_copies = copies
-    result.timings["total"] = time.perf_counter() - t0
+    result.timings["total"] = time.perf_counter() - started
     if progress:
         _report(result.summary())
     return result

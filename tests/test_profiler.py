@@ -55,7 +55,9 @@ def test_auto_picks_the_best_predicted_speedup(monkeypatch):
     assert result.predicted["speedup"] > 1.0
     assert result.skip_ratio in (0.17, 0.34, 0.5)
     assert 1 <= result.num_assistant_tokens <= MAX_DRAFT
-    assert set(result.timings) == {"calibration", "scoring", "selection", "total"} and result.stopped_early is None
+    assert set(result.timings) == {"step_costs", "calibration", "scoring", "selection", "total"}
+    assert result.stopped_early is None
+    assert result.timings["total"] >= sum(v for k, v in result.timings.items() if k != "total")  # the whole time
     config = result.to_config(model)
     assert config.num_assistant_tokens == result.num_assistant_tokens
     assert config.measurements["predicted_speedup"] == pytest.approx(result.predicted["speedup"])
@@ -84,6 +86,8 @@ def test_auto_with_room_for_quantized_copies_picks_a_plan_within_the_budget(monk
     monkeypatch.setattr(prof, "measure_step_costs", _fake_costs(0.05))
     result = profile(model, num_sequences=3, sequence_length=24, auto_new_tokens=16, progress=False)
     assert result.plan.is_quantized and result.scores.method == "fit_quant"
+    assert list(result.timings) == ["step_costs", "calibration", "scoring", "selection", "total"]
+    assert result.timings["total"] >= sum(v for k, v in result.timings.items() if k != "total")  # the whole time
     assert result.predicted["speedup"] == max(c["speedup"] for c in result.candidates) > 1.0
     assert plan_nbytes(model, result.plan) <= 0.5 * weights
     assert {c["name"] for c in result.candidates} == {"int4+int8:0.2", "int4"}
