@@ -334,15 +334,17 @@ def _stop_early(
 ) -> ProfileResult | None:
     """Measure the cheapest drafts "auto" could choose; a minimal draft when even a perfect one would not pay.
 
-    The probes are the plans with the cheapest steps among the candidates: uniform int8 and int4 (the mixes
+    The probes are the plans with the cheapest steps among the candidates: uniform int4 and int8 (the mixes
     lie between them), or the largest skip ratio, evenly spaced (what a step costs depends on how much is
-    skipped, not on which layers). None when profiling should go on.
+    skipped, not on which layers). They are timed one at a time, the fewest bytes first, and the first that
+    could pay ends the probe: int8 is quantized only where int4 could not pay (its kernels are slow on some
+    machines); elsewhere it would cost seconds for nothing. None when profiling should go on.
     """
     t0 = time.perf_counter()
     ratios = sorted({float(r) for r in ratios})
     evenly = score_layers(model, None, "evenly_spaced", progress=False)
     if quantized:
-        probes = [plan for _, plan in quantized_plans(model, None, budget)]
+        probes = [plan for _, plan in quantized_plans(model, None, budget)][::-1]  # from the fewest bytes
     elif ratios:
         skip = select_skips(evenly, skip_ratio=ratios[-1], costs=branch_costs(model), **limits)
         probes = [] if skip.is_empty else [DraftPlan(skip)]
@@ -350,14 +352,15 @@ def _stop_early(
         probes = []
     if not probes:  # nothing to probe: the steps below say why
         return None
-    drafts = [build_draft(model, plan, copies=copies) for plan in probes]
-    # a yes-or-no question, asked of the fastest of a few repeats: the candidates are timed again, closely
-    draft_costs, target = measure_step_costs(model, drafts, repeats=3, warmup=1)
-    del drafts
-    cost = min(draft_costs)
-    ceiling, length = perfect_draft_speedup(cost, target)
-    if ceiling > 1.0:
-        return None
+    cost, target = float("inf"), None
+    for plan in probes:
+        # a yes-or-no question, asked of the fastest of a few repeats: the candidates are timed again, closely
+        (probe_cost,), probe_target = measure_step_costs(model, [build_draft(model, plan, copies=copies)], repeats=3, warmup=1)
+        if probe_cost < cost:
+            cost, target = probe_cost, probe_target
+        ceiling, length = perfect_draft_speedup(cost, target)
+        if ceiling > 1.0:
+            return None
     figures = (
         f"even a draft whose every token is accepted would run at {ceiling:.2f}x plain decoding on this machine "
         f"(the cheapest draft profiling could choose costs {cost:.2f} of a target step, verifying {length + 1} "

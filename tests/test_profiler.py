@@ -113,6 +113,27 @@ def test_draft_memory_zero_gives_a_draft_that_holds_nothing_of_its_own(monkeypat
     assert not draft.plan.is_quantized and draft.extra_bytes == 0
 
 
+def test_the_step_cost_probe_quantizes_int8_only_where_int4_could_not_pay(monkeypatch):
+    model = tiny_model("llama", seed=1)
+    probed = []
+
+    def measure(model, drafts, **kwargs):
+        formats = [{p for p in d.plan.attention + d.plan.mlp} for d in drafts]
+        probed.extend(formats)
+        return [0.05 if f == {"int4"} and int4_pays else 1.5 for f in formats], _FAKE_TARGET
+
+    monkeypatch.setattr(prof, "measure_step_costs", measure)
+    int4_pays = False
+    assert profile(model, progress=False).stopped_early is not None
+    assert probed == [{"int4"}, {"int8"}]  # the fewest bytes first, then the other end
+    probed.clear()
+    int4_pays = True
+    monkeypatch.setattr(prof, "build_calibration", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("probed")))
+    with pytest.raises(RuntimeError, match="probed"):  # went on to calibrate after one probe
+        profile(model, progress=False)
+    assert probed == [{"int4"}]
+
+
 @pytest.mark.parametrize("draft_memory", [0, 0.5], ids=["skips", "quantized"])
 def test_auto_stops_after_the_step_costs_when_no_draft_could_pay(monkeypatch, caplog, draft_memory):
     model = tiny_model("llama", seed=1)
