@@ -13,6 +13,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 
 from sdfp_hf import DraftingOptions, SDFPAssistant
 from sdfp_hf.drafting import loop
+from sdfp_hf.drafting.sources import estimate_agreements
 
 pytestmark = pytest.mark.lossless
 
@@ -208,3 +209,28 @@ def test_tree_rounds_draft_up_to_their_own_cap_not_the_chain_length():
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="tree_draft_tokens"):
             DraftingOptions(tree_draft_tokens=bad)
+
+
+def test_nodes_several_sources_propose_are_learned_under_their_agreement():
+    planner = loop.TreePlanner(vocab_size=32, options=DraftingOptions(), max_draft=4)
+    tree = loop.CandidateTree.rooted_at(5)
+    tree.add([10], [0.4], "lookup:2:3")
+    tree.add([10], [0.3], "table:0")  # the same token: one node, two sources
+    tree.add([12], [0.2], "table:1")
+    assert tree.sources[1] == {"lookup:2:3", "table:0"} and tree.estimates[1] == 0.4
+    logits = torch.zeros(len(tree), 32)
+    logits[0, 10] = 1.0  # the target takes the agreed token
+    loop._learn(planner, tree, logits, path=[1], do_sample=False)
+    calibration = planner.calibration
+    # the agreement's hit is not credited to the table or the lookup alone
+    assert calibration.weight == {"agree:lookup+table": 1.0, "table:1": 1.0}
+    assert calibration.hits["agree:lookup+table"] == 1.0 and calibration.hits["table:1"] == 0.0
+    for _ in range(30):
+        calibration.record("agree:lookup+table", 1.0)
+    again = loop.CandidateTree.rooted_at(5)
+    again.add([10], [0.4], "lookup:2:3")
+    again.add([10], [0.3], "table:0")
+    again.add([11], [0.4], "lookup:2:3")  # one source: its own estimate stands
+    estimate_agreements(again, calibration)
+    assert again.chance[1] == pytest.approx(calibration.chance("agree:lookup+table", prior=0.4)) and again.chance[1] > 0.9
+    assert again.chance[2] == 0.4

@@ -30,7 +30,7 @@ from .._compat import cache_kwargs, cache_of, eos_token_ids
 from ..cache import commit_tree, prepare_tree_cache
 from ..costs import CostCurve, clock, expected_tokens, throughput
 from .calls import current_call
-from .sources import Calibration, NgramIndex, RecycledTable, draft_proposals
+from .sources import Calibration, NgramIndex, RecycledTable, calibration_keys, draft_proposals, estimate_agreements
 from .tree import CandidateTree, attention_masks
 
 __all__ = ["TreePlanner", "tree_generate", "tree_planner_of"]
@@ -221,6 +221,8 @@ def tree_generate(
         else:
             planner.rounds_since_draft += 1
         draft_steps = len(chain)
+        if chain:
+            estimate_agreements(tree, planner.calibration)
         # the draft's steps are paid for by now: the cut weighs only what verifying more nodes costs
         size, _ = planner.size(tree.sorted_reach(), 0) if measured else (0, 0.0)
         # a probe verifies the draft's chain whatever the cut, to measure its acceptance
@@ -287,6 +289,7 @@ def _free_proposals(tree: CandidateTree, sequence: list[int], index: NgramIndex,
         planner.memory.propose(tree, sequence[-planner.memory.max_ngram :], calibration, length=options.lookup_tokens)
     if planner.table is not None:
         planner.table.propose(tree, calibration, max_nodes=options.tree_nodes)
+    estimate_agreements(tree, calibration)
 
 
 def _draft_pays(planner: TreePlanner, tree: CandidateTree, depth: int, free_rate: float) -> bool:
@@ -330,7 +333,8 @@ def _learn(planner: TreePlanner, tree: CandidateTree, logits: torch.Tensor, path
 
     Only those: a calibrated chance is a node's acceptance given its parent's, and below a rejected node the
     target reads a context it never produced, where a lookup's or the table's continuation of that context
-    agrees with it more often than it would have on the real one.
+    agrees with it more often than it would have on the real one. A node that several sources proposed is
+    learned under their agreement's key (`calibration_keys`).
     """
     accepted = {0, *path}
     nodes = [node for node in range(1, len(tree)) if tree.parents[node] in accepted]
@@ -343,7 +347,7 @@ def _learn(planner: TreePlanner, tree: CandidateTree, logits: torch.Tensor, path
     else:
         hits = (logits.argmax(-1)[parents] == tokens).float().tolist()
     for node, hit in zip(nodes, hits):
-        for key in tree.sources[node]:
+        for key in calibration_keys(tree.sources[node]):
             planner.calibration.record(key, hit)
         if any(key.startswith("draft:") for key in tree.sources[node]):
             planner.calibration.record(CHAIN, hit)  # the draft chain's per-token acceptance

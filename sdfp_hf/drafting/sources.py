@@ -9,7 +9,11 @@
   cost no extra draft step).
 
 Every node carries a calibration key (`source:bucket`); `Calibration` learns, per key, how often a node is
-accepted given its parent was, from every verified node of every round (rejected branches included).
+accepted given its parent was, from every verified node whose parent was accepted. A node that several
+sources proposed is learned and estimated under its own key (`agree:` and the sources' names): where
+sources agree they are right more often than either alone, and crediting each source with those hits made
+it look better than it is where it stands alone (the recycled table's tokens were predicted 1.3x as often
+accepted as they were).
 Candidates are deterministic functions of the context and of earlier rounds, so one draw from the target
 per visited node keeps sampling exact.
 """
@@ -26,7 +30,7 @@ import torch
 from ..cache import DraftCache
 from .tree import CandidateTree
 
-__all__ = ["Calibration", "NgramIndex", "RecycledTable", "draft_proposals"]
+__all__ = ["Calibration", "NgramIndex", "RecycledTable", "calibration_keys", "draft_proposals", "estimate_agreements"]
 
 
 class Calibration:
@@ -44,6 +48,26 @@ class Calibration:
     def record(self, key: str, hit: float) -> None:
         self.hits[key] = self.decay * self.hits.get(key, 0.0) + hit
         self.weight[key] = self.decay * self.weight.get(key, 0.0) + 1.0
+
+
+def _agreement_key(keys: set[str]) -> str | None:
+    names = sorted({key.split(":")[0] for key in keys})
+    return "agree:" + "+".join(names) if len(names) > 1 else None
+
+
+def calibration_keys(keys: set[str]) -> list[str]:
+    """The keys a verified node is learned under: its sources' own, or one for the agreement of several."""
+    agreement = _agreement_key(keys)
+    return [agreement] if agreement else sorted(keys)
+
+
+def estimate_agreements(tree: CandidateTree, calibration: Calibration) -> None:
+    """Give every node that several sources proposed the chance learned for their agreement (before any is
+    learned: the highest of their estimates)."""
+    for node in range(1, len(tree)):
+        agreement = _agreement_key(tree.sources[node])
+        if agreement:
+            tree.chance[node] = calibration.chance(agreement, prior=tree.estimates[node])
 
 
 def _share_bin(share: float) -> int:

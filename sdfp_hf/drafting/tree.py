@@ -29,6 +29,8 @@ class CandidateTree:
         parents (`list[int]`): each node's parent (-1 for the root); a parent comes before its children.
         depths (`list[int]`): each node's depth (0 for the root).
         chance (`list[float]`): each node's estimated probability of being accepted given its parent was.
+        estimates (`list[float]`): the highest estimate any of its sources gave (`chance` unless a caller
+            re-estimates nodes that several sources proposed).
         sources (`list[set[str]]`): which sources proposed each node.
     """
 
@@ -36,6 +38,7 @@ class CandidateTree:
     parents: list[int] = field(default_factory=lambda: [-1])
     depths: list[int] = field(default_factory=lambda: [0])
     chance: list[float] = field(default_factory=lambda: [1.0])
+    estimates: list[float] = field(default_factory=lambda: [1.0])
     sources: list[set[str]] = field(default_factory=lambda: [set()])
     children: list[dict[int, int]] = field(default_factory=lambda: [{}])
 
@@ -62,10 +65,12 @@ class CandidateTree:
                 self.parents.append(parent)
                 self.depths.append(self.depths[parent] + 1)
                 self.chance.append(float(chance))
+                self.estimates.append(float(chance))
                 self.sources.append({source})
                 self.children.append({})
                 self.children[parent][token] = node
             else:
+                self.estimates[node] = max(self.estimates[node], float(chance))
                 self.chance[node] = max(self.chance[node], float(chance))
                 self.sources[node].add(source)
             nodes.append(node)
