@@ -337,8 +337,8 @@ def _stop_early(
     The probes are the plans with the cheapest steps among the candidates: uniform int4 and int8 (the mixes
     lie between them), or the largest skip ratio, evenly spaced (what a step costs depends on how much is
     skipped, not on which layers). They are timed one at a time, the fewest bytes first, and the first that
-    could pay ends the probe: int8 is quantized only where int4 could not pay (its kernels are slow on some
-    machines); elsewhere it would cost seconds for nothing. None when profiling should go on.
+    could pay ends the probe: int8 is quantized only where int4 could not pay (int4 kernels are the slower
+    of the two on some machines); elsewhere it would cost seconds for nothing. None when profiling should go on.
     """
     t0 = time.perf_counter()
     ratios = sorted({float(r) for r in ratios})

@@ -12,8 +12,8 @@ Every node carries a calibration key (`source:bucket`); `Calibration` learns, pe
 accepted given its parent was, from every verified node whose parent was accepted. A node that several
 sources proposed is learned and estimated under its own key (`agree:` and the sources' names): where
 sources agree they are right more often than either alone, and crediting each source with those hits made
-it look better than it is where it stands alone (the recycled table's tokens were predicted 1.3x as often
-accepted as they were).
+it look better than it is where it stands alone (the free candidates were expected 1.3x as often accepted
+as they were: `benchmarks/tree_calibration.py`).
 Candidates are deterministic functions of the context and of earlier rounds, so one draw from the target
 per visited node keeps sampling exact.
 """
