@@ -51,6 +51,8 @@ class Calibration:
 
 
 def _agreement_key(keys: set[str]) -> str | None:
+    if len(keys) < 2:  # most nodes: one source, no agreement (every round, for every node)
+        return None
     names = sorted({key.split(":")[0] for key in keys})
     return "agree:" + "+".join(names) if len(names) > 1 else None
 
