@@ -177,6 +177,29 @@ def test_the_draft_runs_where_the_free_candidates_leave_room():
     assert not loop._draft_pays(planner, sure, 4, free_rate)
 
 
+def test_the_draft_chain_stops_where_its_next_step_no_longer_pays():
+    planner = loop.TreePlanner(vocab_size=96, options=DraftingOptions(), max_draft=8)
+    for width, seconds in [(1, 1.0), (16, 1.0)]:  # verification width free
+        planner.curve.record(width, seconds)
+    planner.draft_seconds = 0.2
+    tree = loop.CandidateTree.rooted_at(5)
+    keep_going = loop._next_step_pays(planner, tree, free_size=0, rate=2.0)  # a step must yield 0.4 tokens
+    (first,) = tree.add([6], [0.9], "draft:9")
+    assert keep_going(first, 0.9)  # a confident first token: the next is likely too
+    (second,) = tree.add([7], [0.3], "draft:3", first)
+    assert not keep_going(second, 0.9 * 0.3)  # an unsure second one: the third is not worth its step
+    # the chain's first token is a lookup's, which goes on with the second nearly surely: nothing to add
+    sure = loop.CandidateTree.rooted_at(5)
+    sure.add([6, 7], [0.99, 0.99], "lookup:3:3")
+    (merged,) = sure.add([6], [0.9], "draft:9")
+    assert not loop._next_step_pays(planner, sure, free_size=2, rate=2.0)(merged, 0.9)
+    # width that costs: one more verified node costs as much as a target step
+    planner.curve = loop.CostCurve()
+    for width, seconds in [(1, 1.0), (2, 2.0)]:
+        planner.curve.record(width, seconds)
+    assert not loop._next_step_pays(planner, tree, free_size=0, rate=2.0)(first, 0.9)
+
+
 def test_sources_are_calibrated_only_below_accepted_nodes():
     planner = loop.TreePlanner(vocab_size=32, options=DraftingOptions(), max_draft=4)
     tree = loop.CandidateTree.rooted_at(5)

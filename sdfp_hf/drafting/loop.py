@@ -21,6 +21,7 @@ own loop). Each round:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import astuple
 from typing import Any
 
@@ -194,7 +195,7 @@ def tree_generate(
         tree = CandidateTree.rooted_at(sequence[-1])
         if room > 1:
             _free_proposals(tree, sequence, index, planner, options)
-        _, free_rate = planner.size(tree.sorted_reach(), 0)
+        free_size, free_rate = planner.size(tree.sorted_reach(), 0)
         measured = planner.curve(1) is not None  # else this round is a plain step, which measures T(1)
         depth = min(planner.draft_depth(), room - 1) if room > 1 and measured else 0
         probe = depth > 0 and planner.draft_probe_due()
@@ -205,11 +206,10 @@ def tree_generate(
             if probe:
                 chain = draft_proposals(draft, tree, cache, len(sequence), min(depth, PROBE_DEPTH), planner.calibration)
             else:
-                # draft on while the chain's reach pays for a step at the rate the round is expected to reach
-                min_reach = (planner.draft_seconds or 0.0) * max(free_rate, planner.draft_rate_at(depth))
+                rate = max(free_rate, planner.draft_rate_at(depth))
                 chain = draft_proposals(
                     draft, tree, cache, len(sequence), min(planner.max_draft, room - 1), planner.calibration,
-                    min_reach=min_reach,
+                    keep_going=_next_step_pays(planner, tree, free_size, rate),
                 )
             draft_time = clock(device) - t
             planner.rounds_since_draft = 0
@@ -290,6 +290,34 @@ def _free_proposals(tree: CandidateTree, sequence: list[int], index: NgramIndex,
     if planner.table is not None:
         planner.table.propose(tree, calibration, max_nodes=options.tree_nodes)
     estimate_agreements(tree, calibration)
+
+
+def _next_step_pays(planner: TreePlanner, tree: CandidateTree, free_size: int, rate: float) -> Callable[[int, float], bool]:
+    """The draft chain's stop: after a draft step to `node`, whose chain has reached `reach`, one more step
+    pays when what it adds is expected to yield at least what its seconds would yield at the round's `rate`.
+
+    The next token is taken to be as likely as the last one (`c`, the last node's calibrated chance: the
+    draft's confidence runs in streaks), and where it misses, a runner-up is accepted with the runners-up's
+    measured mean chance `s`; it adds a token only where the tree does not hold it already below `node` (a
+    lookup the chain merged with goes on along the same tokens): ``reach * (c + (1 - c) * s)`` times the
+    chance left over by `node`'s children. Its seconds: a draft step and the verification of one more node,
+    the cost curve's mean slope from the free tree's verified width to twice that. (Against the stop before
+    it, `reach >= draft_seconds * rate`, interleaved: `benchmarks/results/xeon-no-amx/readings_2026-12-03c.txt`.)
+    """
+    calibration = planner.calibration
+    keys = [key for key in calibration.weight if key.startswith("draft-sibling:")]
+    runner_up = (sum(calibration.hits[k] for k in keys) + 0.2) / (sum(calibration.weight[k] for k in keys) + 2.0)
+    width = free_size + 1
+    node_seconds = max(((planner.curve(2 * width) or 0.0) - (planner.curve(width) or 0.0)) / width, 0.0)
+    limit = rate * ((planner.draft_seconds or 0.0) + node_seconds)
+    last = [1.0]  # the chain's reach one step back
+
+    def keep_going(node: int, reach: float) -> bool:
+        c, last[0] = reach / last[0], reach
+        held = sum(tree.chance[child] for child in tree.children[node].values())
+        return reach * (c + (1.0 - c) * runner_up) * (1.0 - min(held, 1.0)) >= limit
+
+    return keep_going
 
 
 def _draft_pays(planner: TreePlanner, tree: CandidateTree, depth: int, free_rate: float) -> bool:

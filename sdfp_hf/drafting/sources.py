@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -217,11 +217,12 @@ def draft_proposals(
     calibration: Calibration,
     *,
     siblings: int = 2,
-    min_reach: float = 0.0,
+    keep_going: Callable[[int, float], bool] | None = None,
 ) -> list[int]:
     """Add the draft's greedy chain of at most `depth` tokens below the root, with `siblings` runners-up at
-    each depth; the chain stops early where its estimated reach (the product of its nodes' calibrated
-    chances) falls below `min_reach`, the point where one more draft step no longer pays for itself.
+    each depth; after each step `keep_going(node, reach)` (the chain's last node and its estimated reach, the
+    product of the chain's calibrated chances) says whether one more step pays: the chain stops where it
+    says no.
 
     The draft reads the target's cache for the verified prefix (`DraftCache`), as in chain rounds. Its
     candidates are its most likely tokens (no sampling), so they are a function of the context.
@@ -248,6 +249,6 @@ def draft_proposals(
         chain.append(node)
         token = ids[0]
         reach *= chance
-        if reach < min_reach:
+        if keep_going is not None and not keep_going(node, reach):
             break
     return chain
