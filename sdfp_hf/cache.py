@@ -293,18 +293,25 @@ def commit_tree(cache: Any, nodes: int, keep: Sequence[int]) -> None:
 
     Each layer's keys and values then hold the entries from before the round followed by the kept nodes',
     which carry the positions of their depths, the positions they now have: the cache equals what plain
-    decoding over the same tokens would hold.
+    decoding over the same tokens would hold. Only the kept nodes' entries are moved (in place, into the
+    round's own slots); the prefix is not copied.
     """
+    keep = list(keep)
+    in_place = keep == list(range(len(keep)))  # the kept nodes lead the round's order already
+    offsets: dict[torch.device, torch.Tensor] = {}
     for layer in cache.layers:
         if not getattr(layer, "is_initialized", False) or layer.keys is None:
             continue
         before = layer.keys.shape[-2] - nodes
-        index = torch.cat([
-            torch.arange(before, device=layer.keys.device),
-            before + torch.as_tensor(list(keep), dtype=torch.long, device=layer.keys.device),
-        ])
-        layer.keys = layer.keys.index_select(-2, index)
-        layer.values = layer.values.index_select(-2, index)
+        end = before + len(keep)
+        if not in_place:
+            device = layer.keys.device
+            if device not in offsets:
+                offsets[device] = torch.as_tensor(keep, dtype=torch.long, device=device)
+            index = offsets[device] + before
+            layer.keys[..., before:end, :] = layer.keys.index_select(-2, index)
+            layer.values[..., before:end, :] = layer.values.index_select(-2, index)
+        layer.keys, layer.values = layer.keys[..., :end, :], layer.values[..., :end, :]
         if getattr(layer, "is_sliding", False) and hasattr(layer, "cumulative_length"):
             layer.cumulative_length += len(keep) - nodes
             window = layer.sliding_window
