@@ -12,6 +12,7 @@ from tiny_models import ARCHITECTURES, prompt, tiny_model, tiny_tokenizer
 from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 
 from sdfp_hf import DraftingOptions, SDFPAssistant
+from sdfp_hf.costs import CostCurve
 from sdfp_hf.drafting import loop
 from sdfp_hf.drafting.sources import estimate_agreements
 
@@ -194,10 +195,12 @@ def test_the_draft_chain_stops_where_its_next_step_no_longer_pays():
     (merged,) = sure.add([6], [0.9], "draft:9")
     assert not loop._next_step_pays(planner, sure, free_size=2, rate=2.0)(merged, 0.9)
     # width that costs: one more verified node costs as much as a target step
-    planner.curve = loop.CostCurve()
+    planner.curve = CostCurve()
     for width, seconds in [(1, 1.0), (2, 2.0)]:
         planner.curve.record(width, seconds)
-    assert not loop._next_step_pays(planner, tree, free_size=0, rate=2.0)(first, 0.9)
+    alone = loop.CandidateTree.rooted_at(5)
+    (only,) = alone.add([6], [0.9], "draft:9")
+    assert not loop._next_step_pays(planner, alone, free_size=0, rate=2.0)(only, 0.9)
 
 
 def test_sources_are_calibrated_only_below_accepted_nodes():
