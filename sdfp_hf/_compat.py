@@ -22,6 +22,7 @@ Device helpers live here too: `synchronize(device)` (a timer must wait for the d
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 from typing import Any
@@ -70,6 +71,7 @@ __all__ = [
     "supports_custom_generate",
     "synchronize",
     "weight_only_formats",
+    "with_attn_implementation",
 ]
 
 SUPPORTED_TRANSFORMERS = ("5.20", "5.24")
@@ -158,6 +160,14 @@ def max_length_of(candidate_generator: Any) -> int:
 def attn_implementation(config: Any) -> str:
     """The attention implementation a model runs with (``"sdpa"``, ``"eager"``, ``"flash_attention_2"`` ...)."""
     return getattr(config, "_attn_implementation", None) or "eager"
+
+
+def with_attn_implementation(config: Any, name: str) -> Any:
+    """A shallow copy of `config` that runs the attention registered as `name`; `config` and its sub-configs
+    are untouched (the property's setter would also set every sub-config, which the copy shares)."""
+    new = copy.copy(config)
+    new._attn_implementation_internal = name
+    return new
 
 
 def commit_hash(config: Any) -> str | None:

@@ -4,8 +4,9 @@ The draft is a real model of the target's own class, built by shallow-copying th
 the causal-LM root down to each kept decoder layer. Every parameter tensor is the target's (same
 storage); only the copied containers differ: a shorter `ModuleList`, attention modules renumbered to
 compact cache indices (attention reads and writes the cache by `layer_idx`), skipped branches replaced
-by modules that add nothing, and the draft's own `config` and `generation_config`. The target's
-modules, config and generation config are untouched.
+by modules that add nothing, the draft's own `config` and `generation_config`, and for its attention
+modules a config that runs the draft's attention function (`sdfp_hf.attention`: `sdpa` without torch's
+slow one-row case). The target's modules, config and generation config are untouched.
 
 `DraftModel` is a mixin: a draft of a `LlamaForCausalLM` is an instance of a class deriving from both
 the mixin and `LlamaForCausalLM`, so `isinstance` holds for either. `build_draft(model, skip)` makes one;
@@ -26,6 +27,7 @@ from transformers import PreTrainedModel
 
 from ._compat import cache_kwargs, check_transformers, placement_problem, quantization_problem
 from .architectures import ArchitectureSpec, UnsupportedModelError, get_architecture
+from .attention import draft_attention_config
 from .config import SDFPConfig
 from .drafting.options import DraftingOptions
 from .plan import QUANTIZED, DraftPlan
@@ -296,6 +298,7 @@ def _view(model: PreTrainedModel, spec: ArchitectureSpec, plan: DraftPlan, mixin
 
     layers = spec.decoder_layers(model)
     new_layers = []
+    attention_configs: dict[int, Any] = {}  # one copy per config the target's attention modules read
     for new_idx, old_idx in enumerate(kept):
         layer = _copy_module(layers[old_idx])
         if spec.layer_idx_on_layer:
@@ -305,6 +308,8 @@ def _view(model: PreTrainedModel, spec: ArchitectureSpec, plan: DraftPlan, mixin
         else:
             attention = _copy_module(spec.branch(layer, "attention"))
             attention.layer_idx = new_idx
+            if hasattr(attention, "config"):
+                attention.config = attention_configs.setdefault(id(attention.config), draft_attention_config(attention.config))
             _quantize(attention, plan.precision(old_idx, "attention"), plan.group_size, copies)
             layer._modules[spec.attention] = attention
         if old_idx in skipped_mlp:
