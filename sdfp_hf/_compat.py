@@ -166,7 +166,7 @@ def with_attn_implementation(config: Any, name: str) -> Any:
     """A shallow copy of `config` that runs the attention registered as `name`; `config` and its sub-configs
     are untouched (the property's setter would also set every sub-config, which the copy shares)."""
     new = copy.copy(config)
-    new._attn_implementation_internal = name
+    new._attn_implementation_internal = name  # the property's storage, in every supported version
     return new
 
 

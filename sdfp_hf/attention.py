@@ -1,15 +1,17 @@
 """The draft's attention: transformers' `sdpa`, without torch's slow case of one query row on a CPU.
 
 A draft step feeds one token. transformers' `sdpa` then calls torch's fused CPU attention kernel with one
-query row per head (with `enable_gqa` when there is no mask), and in bf16 / fp16 that kernel is slow for
-a single row and grows fast with the context. Measured on the 2-core Xeon (torch 2.13, 2 threads, bf16),
-one token over 300 / 1,000 cached positions: SmolLM2-135M's shape (9 heads, 3 K/V heads, dim 64) 206 /
-606 us, Qwen2.5-Coder-1.5B's (12 heads, 2 K/V heads, dim 128) 517 / 1,379 us, a draft step's largest
-cost after its matmuls. The same attention laid out as several rows runs 5-15x faster: the query heads
-that share a K/V head read as rows of that head (40 / 101 us, 37 / 94 us); with no grouping, the query
-twice, as two rows (1.8-2.1x faster). It is the same softmax over the same keys: only rounding differs.
-In fp32 the kernel has no such case (and the rows layout is slower for some shapes), so fp32 is left as
-it is. (`benchmarks/results/xeon-no-amx/readings_2026-12-03_attention.txt`: the scripts and their output.)
+query row per head (with `enable_gqa` when there is no mask), and in bf16 / fp16 that kernel is slow for a
+single row and grows fast with the context. Measured on a 2-core AMD EPYC (Zen 4, avx512_bf16; torch 2.13, 2
+threads, bf16), one token over 300 / 1,000 cached positions: SmolLM2-135M's shape (9 heads, 3 K/V heads, dim
+64) 206 / 606 us, Qwen2.5-Coder-1.5B's (12 heads, 2 K/V heads, dim 128) 517 / 1,379 us, a draft step's
+largest cost after its matmuls. The same attention laid out as several rows runs 5-15x faster: the query
+heads that share a K/V head read as rows of that head (40 / 101 us, 37 / 94 us); with no grouping, the query
+twice, as two rows (1.8-2.1x faster). It is the same softmax over the same keys: only rounding differs. In
+fp32 the kernel has no such case (and the rows layout is slower for some shapes), so fp32 is left as it is.
+A draft step of SmolLM2-135M at 300 / 1,000 tokens of context: 1.19x / 1.55x faster; Qwen2.5-Coder-1.5B
+1.17x / 1.73x; tree rounds end to end on SmolLM2-135M, 30 Spec-Bench prompts: 1.13x
+(`benchmarks/results/epyc-zen4/readings_2026-12-03_attention.txt`: the scripts and their output).
 
 Only the draft's attention modules run it (`draft_attention_config`): the target's, and so every token
 the user gets, are untouched. Anything else (a GPU, fp32, several new tokens, a per-head mask, a

@@ -309,7 +309,9 @@ def _view(model: PreTrainedModel, spec: ArchitectureSpec, plan: DraftPlan, mixin
             attention = _copy_module(spec.branch(layer, "attention"))
             attention.layer_idx = new_idx
             if hasattr(attention, "config"):
-                attention.config = attention_configs.setdefault(id(attention.config), draft_attention_config(attention.config))
+                if id(attention.config) not in attention_configs:
+                    attention_configs[id(attention.config)] = draft_attention_config(attention.config)
+                attention.config = attention_configs[id(attention.config)]
             _quantize(attention, plan.precision(old_idx, "attention"), plan.group_size, copies)
             layer._modules[spec.attention] = attention
         if old_idx in skipped_mlp:
