@@ -333,9 +333,12 @@ def synchronize(device: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- kernels
-# torch's own weight-only quantized matmuls (no extra dependency; torchao calls the same ops on CPU).
-# Measured on this project's CPU at batch 1 (benchmarks/results/quantized-kernels/): int8 0.4-0.6 and
-# int4 0.2-0.3 of a bf16 matmul's time. Their CPU kernels are vectorised for bf16 activations only.
+# torch's own weight-only quantized matmuls (no extra dependency). Measured at batch 1 on a 2-core EPYC
+# (`python -m benchmarks.kernels`, benchmarks/results/quantized-kernels/): a decoder step's matmuls in int8
+# 0.42 and int4 0.36 of bf16's time on Qwen2.5-Coder-1.5B (0.57 / 0.53 on SmolLM2-135M), the output head
+# 0.5-0.6 in int8 and 0.24-0.29 in int4. torchao 0.18's CPU weight-only int4 calls this same int4 kernel
+# (0.37 / 0.67 with its wrapper) and its int8 weight-only ran 2.5-3.8x slower than bf16. The CPU kernels
+# are vectorised for bf16 activations only.
 
 _aten = torch.ops.aten
 

@@ -344,7 +344,11 @@ def _stop_early(
     ratios = sorted({float(r) for r in ratios})
     evenly = score_layers(model, None, "evenly_spaced", progress=False)
     if quantized:
-        probes = [plan for _, plan in quantized_plans(model, None, budget)][::-1]  # from the fewest bytes
+        probes, formats = [], set()
+        for _, plan in quantized_plans(model, None, budget)[::-1]:  # from the fewest bytes, one per layer format
+            if frozenset(plan.attention + plan.mlp) not in formats:
+                formats.add(frozenset(plan.attention + plan.mlp))
+                probes.append(plan)
     elif ratios:
         skip = select_skips(evenly, skip_ratio=ratios[-1], costs=branch_costs(model), **limits)
         probes = [] if skip.is_empty else [DraftPlan(skip)]

@@ -90,7 +90,9 @@ def test_auto_with_room_for_quantized_copies_picks_a_plan_within_the_budget(monk
     assert result.timings["total"] >= sum(v for k, v in result.timings.items() if k != "total")  # the whole time
     assert result.predicted["speedup"] == max(c["speedup"] for c in result.candidates) > 1.0
     assert plan_nbytes(model, result.plan) <= 0.5 * weights
-    assert {c["name"] for c in result.candidates} == {"int4+int8:0.2", "int4"}
+    assert {c["name"] for c in result.candidates} == {"int4+int8:0.2", "int4", "int4:head-int4"}
+    heads = {c["name"]: c["precision"]["head"] for c in result.candidates}
+    assert heads == {"int4+int8:0.2": "int8", "int4": "int8", "int4:head-int4": "int4"}
     config = result.to_config(model)
     assert config.plan == result.plan and config.format_version == 2
     assert config.measurements["draft_memory_bytes"] == plan_nbytes(model, result.plan)
