@@ -184,23 +184,36 @@ def test_the_draft_chain_stops_where_its_next_step_no_longer_pays():
         planner.curve.record(width, seconds)
     planner.draft_seconds = 0.2
     tree = loop.CandidateTree.rooted_at(5)
-    keep_going = loop._next_step_pays(planner, tree, free_size=0, rate=2.0)  # a step must yield 0.4 tokens
+    keep_going = loop._next_step_pays(planner, tree, free_size=0, rate=2.0, depth=8)  # a step must yield 0.4 tokens
     (first,) = tree.add([6], [0.9], "draft:9")
     assert keep_going(first, 0.9)  # a confident first token: the next is likely too
     (second,) = tree.add([7], [0.3], "draft:3", first)
     assert not keep_going(second, 0.9 * 0.3)  # an unsure second one: the third is not worth its step
-    # the chain's first token is a lookup's, which goes on with the second nearly surely: nothing to add
+    # the chain's first token is a lookup's, which goes on nearly surely as deep as the chain may: nothing to add
     sure = loop.CandidateTree.rooted_at(5)
-    sure.add([6, 7], [0.99, 0.99], "lookup:3:3")
+    sure.add(list(range(6, 14)), [0.99] * 8, "lookup:3:3")
     (merged,) = sure.add([6], [0.9], "draft:9")
-    assert not loop._next_step_pays(planner, sure, free_size=2, rate=2.0)(merged, 0.9)
+    assert not loop._next_step_pays(planner, sure, free_size=8, rate=2.0, depth=8)(merged, 0.9)
+    # ... but a lookup that ends after two tokens leaves the depths below it to the draft
+    short = loop.CandidateTree.rooted_at(5)
+    short.add([6, 7], [0.99, 0.99], "lookup:3:3")
+    (merged,) = short.add([6], [0.9], "draft:9")
+    assert loop._next_step_pays(planner, short, free_size=2, rate=2.0, depth=8)(merged, 0.9)
     # width that costs: one more verified node costs as much as a target step
     planner.curve = CostCurve()
     for width, seconds in [(1, 1.0), (2, 2.0)]:
         planner.curve.record(width, seconds)
     alone = loop.CandidateTree.rooted_at(5)
     (only,) = alone.add([6], [0.9], "draft:9")
-    assert not loop._next_step_pays(planner, alone, free_size=0, rate=2.0)(only, 0.9)
+    assert not loop._next_step_pays(planner, alone, free_size=0, rate=2.0, depth=8)(only, 0.9)
+    # width whose cost is a step (fp32 on a CPU): a second verified token as dear as the first, the next ones
+    # nearly free; one step ahead the chain would stop here, looking further it goes on
+    planner.curve = CostCurve()
+    for width, seconds in [(1, 1.0), (2, 2.0), (16, 2.1)]:
+        planner.curve.record(width, seconds)
+    step = loop.CandidateTree.rooted_at(5)
+    (first,) = step.add([6], [0.9], "draft:9")
+    assert loop._next_step_pays(planner, step, free_size=0, rate=2.0, depth=8)(first, 0.9)
 
 
 def test_sources_are_calibrated_only_below_accepted_nodes():

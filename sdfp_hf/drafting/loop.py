@@ -209,7 +209,7 @@ def tree_generate(
                 rate = max(free_rate, planner.draft_rate_at(depth))
                 chain = draft_proposals(
                     draft, tree, cache, len(sequence), min(planner.max_draft, room - 1), planner.calibration,
-                    keep_going=_next_step_pays(planner, tree, free_size, rate),
+                    keep_going=_next_step_pays(planner, tree, free_size, rate, min(planner.max_draft, room - 1)),
                 )
             draft_time = clock(device) - t
             planner.rounds_since_draft = 0
@@ -292,30 +292,45 @@ def _free_proposals(tree: CandidateTree, sequence: list[int], index: NgramIndex,
     estimate_agreements(tree, calibration)
 
 
-def _next_step_pays(planner: TreePlanner, tree: CandidateTree, free_size: int, rate: float) -> Callable[[int, float], bool]:
-    """The draft chain's stop: after a draft step to `node`, whose chain has reached `reach`, one more step
-    pays when what it adds is expected to yield at least what its seconds would yield at the round's `rate`.
+def _next_step_pays(
+    planner: TreePlanner, tree: CandidateTree, free_size: int, rate: float, depth: int
+) -> Callable[[int, float], bool]:
+    """The draft chain's stop: after a draft step to `node`, whose chain has reached `reach`, the chain goes on
+    when some number `j` of further steps (up to `depth` in all) is expected to yield at least what their
+    seconds would yield at the round's `rate`.
 
-    The next token is taken to be as likely as the last one (`c`, the last node's calibrated chance: the
+    Each next token is taken to be as likely as the last one (`c`, the last node's calibrated chance: the
     draft's confidence runs in streaks), and where it misses, a runner-up is accepted with the runners-up's
-    measured mean chance `s`; it adds a token only where the tree does not hold it already below `node` (a
-    lookup the chain merged with goes on along the same tokens): ``reach * (c + (1 - c) * s)`` times the
-    chance left over by `node`'s children. Its seconds: a draft step and the verification of one more node,
-    the cost curve's mean slope from the free tree's verified width to twice that. (Against the stop before
-    it, `reach >= draft_seconds * rate`, interleaved: `benchmarks/results/xeon-no-amx/readings_2026-12-03c.txt`.)
+    measured mean chance `s`: step `i` yields ``reach * c**(i - 1) * (c + (1 - c) * s)``, only where the tree
+    does not hold its token already (times the chance left over by the children of the tree's likeliest path
+    below `node`: a lookup the chain merged with goes on along the same tokens). Their seconds: `j` draft steps
+    and the verification of `j` more nodes on the measured cost curve, from the width the round verifies so
+    far. Looking several steps ahead matters where verification cost is a step, not a slope: in fp32 on a CPU
+    a second verified token can cost as much as the first and the next six nearly nothing (one step ahead,
+    the chain stopped after its first token in every round of `benchmarks/results/epyc-zen4/readings_2026-12-07_stop.txt`).
     """
     calibration = planner.calibration
     keys = [key for key in calibration.weight if key.startswith("draft-sibling:")]
     runner_up = (sum(calibration.hits[k] for k in keys) + 0.2) / (sum(calibration.weight[k] for k in keys) + 2.0)
-    width = free_size + 1
-    node_seconds = max(((planner.curve(2 * width) or 0.0) - (planner.curve(width) or 0.0)) / width, 0.0)
-    limit = rate * ((planner.draft_seconds or 0.0) + node_seconds)
+    step_seconds = planner.draft_seconds or 0.0
     last = [1.0]  # the chain's reach one step back
 
     def keep_going(node: int, reach: float) -> bool:
         c, last[0] = reach / last[0], reach
-        held = sum(tree.chance[child] for child in tree.children[node].values())
-        return reach * (c + (1.0 - c) * runner_up) * (1.0 - min(held, 1.0)) >= limit
+        done = tree.depths[node]
+        width = free_size + 1 + done  # the chain's nodes so far join the free ones
+        verified = planner.curve(width) or 0.0
+        gain, chance, below = 0.0, reach, node
+        for j in range(1, depth - done + 1):
+            children = tree.children[below] if below is not None else {}
+            held = min(sum(tree.chance[child] for child in children.values()), 1.0)
+            gain += chance * (c + (1.0 - c) * runner_up) * (1.0 - held)
+            chance *= c
+            below = max(children.values(), key=lambda child: tree.chance[child]) if children else None
+            more = max((planner.curve(width + j) or verified) - verified, 0.0)
+            if gain >= rate * (j * step_seconds + more):
+                return True
+        return False
 
     return keep_going
 
