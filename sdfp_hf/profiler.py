@@ -242,8 +242,9 @@ def profile(
         draft_memory (`float`, `int` or `str`, *optional*, defaults to 0.5): the most memory the draft may hold of
             its own, for ``"auto"``: a fraction of the target's weight bytes (0.5: half of them), a number of
             bytes, or a size such as ``"800MB"``. With room for quantized copies (and kernels for them on the
-            model's device), ``"auto"`` compares plans that quantize every kept branch (uniform int4, and int4 with
-            the branches FIT finds most sensitive kept int8) and keeps the fastest predicted; with 0, it only skips
+            model's device), ``"auto"`` compares plans that quantize every kept branch (uniform int4 with an int8 or
+            an int4 head, and int4 with the branches FIT finds most sensitive kept int8; see
+            `sdfp_hf.selection.quantized_plans`) and keeps the fastest predicted; with 0, it only skips
             layers and the draft holds nothing of its own. Why half: an int8 copy of a bf16 model takes 43-50%
             of its bytes (the head included), int4 24-35% (`benchmarks/results/draft-plans/`); a separate draft
             model a third the size of its target takes 33%.
