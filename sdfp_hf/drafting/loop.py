@@ -206,10 +206,10 @@ def tree_generate(
             if probe:
                 chain = draft_proposals(draft, tree, cache, len(sequence), min(depth, PROBE_DEPTH), planner.calibration)
             else:
-                rate = max(free_rate, planner.draft_rate_at(depth))
+                rate, longest = max(free_rate, planner.draft_rate_at(depth)), min(planner.max_draft, room - 1)
                 chain = draft_proposals(
-                    draft, tree, cache, len(sequence), min(planner.max_draft, room - 1), planner.calibration,
-                    keep_going=_next_step_pays(planner, tree, free_size, rate, min(planner.max_draft, room - 1)),
+                    draft, tree, cache, len(sequence), longest, planner.calibration,
+                    keep_going=_next_step_pays(planner, tree, free_size, rate, longest),
                 )
             draft_time = clock(device) - t
             planner.rounds_since_draft = 0
@@ -307,7 +307,8 @@ def _next_step_pays(
     and the verification of `j` more nodes on the measured cost curve, from the width the round verifies so
     far. Looking several steps ahead matters where verification cost is a step, not a slope: in fp32 on a CPU
     a second verified token can cost as much as the first and the next six nearly nothing (one step ahead,
-    the chain stopped after its first token in every round of `benchmarks/results/epyc-zen4/readings_2026-12-07_stop.txt`).
+    the chain stopped after its first token in every round of
+    `benchmarks/results/epyc-zen4/readings_2026-12-07_stop.txt`).
     """
     calibration = planner.calibration
     keys = [key for key in calibration.weight if key.startswith("draft-sibling:")]
