@@ -184,3 +184,10 @@ def load_model(
     model.to(device)
     model.eval()
     return model, tokenizer
+
+
+if __name__ == "__main__":  # the installer's place in sdfp-hf 0.1: say where it went rather than do nothing
+    raise SystemExit(
+        "`python -m sdfp_hf.models` no longer installs models (the library installs nothing since sdfp-hf 0.2): "
+        "in a checkout of sdfp-hf, run `python -m benchmarks.catalogue install NAME`"
+    )

@@ -661,6 +661,17 @@ def test_the_library_never_installs_anything() -> None:
         assert "subprocess" not in names and "pip" not in names, path
 
 
+def test_the_old_installer_command_says_where_it_went() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "sdfp_hf.models", "install", "smollm2-135m"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    assert "python -m benchmarks.catalogue install NAME" in done.stderr
+
+
 # --------------------------------------------------------------------------------------------------
 # Command line
 
