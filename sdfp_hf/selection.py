@@ -263,7 +263,8 @@ def quantized_plans(
     head (`"int4:head-int4"`), the cheapest draft of all: on Qwen2.5-Coder-1.5B bf16 it made a draft step
     15% cheaper for 1% less agreement, on SmolLM2-135M (a far smaller head) no cheaper for 5% less
     (`benchmarks/results/epyc-zen4/readings_2026-12-07_head.txt`), so the replay and the measured costs
-    choose. Plans over the budget and duplicates are left out; the list runs from the most memory to the least.
+    choose (a tie goes to the cheaper step: `sdfp_hf.profiler.best_candidate`). Plans over the budget and
+    duplicates are left out; the list runs from the most memory to the least.
 
     Args:
         model (`PreTrainedModel`): the target.

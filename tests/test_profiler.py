@@ -63,6 +63,16 @@ def test_auto_picks_the_best_predicted_speedup(monkeypatch):
     assert config.measurements["predicted_speedup"] == pytest.approx(result.predicted["speedup"])
 
 
+def test_a_tie_in_predicted_speedup_goes_to_the_cheaper_draft_step():
+    exact = {"name": "int4", "speedup": 1.735, "draft_cost": 0.45}
+    cheap = {"name": "int4:head-int4", "speedup": 1.736 * (1 - prof.TIE) + 0.001, "draft_cost": 0.41}
+    assert prof.best_candidate([exact, cheap]) is cheap  # within TIE of the best: the cheaper step
+    slow_cheap = dict(cheap, speedup=1.735 * (1 - prof.TIE) - 0.001)
+    assert prof.best_candidate([exact, slow_cheap]) is exact  # beyond it: the faster prediction
+    same_cost = dict(exact, speedup=1.70)
+    assert prof.best_candidate([same_cost, exact]) is exact  # a tie in cost too: the faster prediction
+
+
 def test_auto_never_returns_a_draft_predicted_slower_silently(monkeypatch):
     model = tiny_model("llama", seed=1)
     monkeypatch.setattr(prof, "measure_step_costs", _fake_costs(1.5))  # a draft step dearer than a target step
