@@ -10,7 +10,7 @@ What `SDFPAssistant.from_target(model)` runs when it is given neither skip lists
 3. for each candidate skip ratio, the skip set (`sdfp_hf.selection`) and a draft of it (`sdfp_hf.draft`);
 4. ``skip_ratio="auto"``: each candidate's replayed acceptance on the target's own greedy output
    (`sdfp_hf.replay`) and measured step cost (`sdfp_hf.costs`), and the one with the highest predicted
-   speedup (`sdfp_hf.costs.predict_speedup`).
+   speedup (`sdfp_hf.costs.predict_speedup`); of predictions within 3% of it (`TIE`), the cheapest step.
 
 The result, a [`ProfileResult`], turns into a mask with `to_config(model)`.
 """
@@ -246,7 +246,8 @@ def profile(
         tokenizer (`PreTrainedTokenizerBase`, *optional*): needed for texts; gives the chat template.
         method (`str`, *optional*): scoring method (`sdfp_hf.fit.SCORING_METHODS`).
         skip_ratio (`float` or ``"auto"``, *optional*, defaults to ``"auto"``): fraction to skip (see
-            `select_skips`), or ``"auto"``: try `auto_ratios` and keep the one with the best predicted speedup.
+            `select_skips`), or ``"auto"``: try `auto_ratios` and keep the one with the best predicted speedup
+            (`best_candidate`).
         num_skip (`int`, *optional*): number of layers / branches to skip instead of a ratio.
         granularity (`str`, *optional*, defaults to ``"layer"``): ``"layer"`` or ``"sublayer"``.
         draft_memory (`float`, `int` or `str`, *optional*, defaults to 0.5): the most memory the draft may hold of

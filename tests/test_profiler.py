@@ -65,7 +65,7 @@ def test_auto_picks_the_best_predicted_speedup(monkeypatch):
 
 def test_a_tie_in_predicted_speedup_goes_to_the_cheaper_draft_step():
     exact = {"name": "int4", "speedup": 1.735, "draft_cost": 0.45}
-    cheap = {"name": "int4:head-int4", "speedup": 1.736 * (1 - prof.TIE) + 0.001, "draft_cost": 0.41}
+    cheap = {"name": "int4:head-int4", "speedup": 1.735 * (1 - prof.TIE) + 0.001, "draft_cost": 0.41}
     assert prof.best_candidate([exact, cheap]) is cheap  # within TIE of the best: the cheaper step
     slow_cheap = dict(cheap, speedup=1.735 * (1 - prof.TIE) - 0.001)
     assert prof.best_candidate([exact, slow_cheap]) is exact  # beyond it: the faster prediction
