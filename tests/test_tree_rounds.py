@@ -178,6 +178,24 @@ def test_the_draft_runs_where_the_free_candidates_leave_room():
     assert not loop._draft_pays(planner, sure, 4, free_rate)
 
 
+def test_without_a_context_match_the_draft_runs_where_it_beats_plain_decoding():
+    planner = loop.TreePlanner(vocab_size=96, options=DraftingOptions(), max_draft=4)
+    for width, seconds in [(1, 1.0), (8, 1.1)]:
+        planner.curve.record(width, seconds)
+    planner.draft_seconds, planner.overhead = 0.2, 0.0
+    for _ in range(20):
+        planner.calibration.record(loop.CHAIN, 0.8)
+    guesses = loop.CandidateTree.rooted_at(5)
+    guesses.add([6, 7, 8, 9], [0.99] * 4, "table:0")  # the recycled table, however sure it claims to be
+    assert loop._draft_pays(planner, guesses, 4, free_rate=100.0)
+    planner.draft_seconds = 2.0  # a draft step dearer than a target step: plain decoding beats the draft
+    assert not loop._draft_pays(planner, guesses, 4, free_rate=0.0)
+    matched = loop.CandidateTree.rooted_at(5)
+    matched.add([6, 7, 8, 9], [0.99] * 4, "memory:3:3")  # a match in the suffix memory: compared as before
+    planner.draft_seconds = 0.2
+    assert not loop._draft_pays(planner, matched, 4, free_rate=100.0)
+
+
 def test_the_draft_chain_stops_where_its_next_step_no_longer_pays():
     planner = loop.TreePlanner(vocab_size=96, options=DraftingOptions(), max_draft=8)
     for width, seconds in [(1, 1.0), (16, 1.0)]:  # verification width free
