@@ -161,13 +161,20 @@ def test_trees_off_is_the_chain_round():
     assert "table" not in draft.stats.by_source()
 
 
-def test_the_draft_runs_where_the_free_candidates_leave_room():
-    planner = loop.TreePlanner(vocab_size=96, options=DraftingOptions(), max_draft=4)
-    for width, seconds in [(1, 1.0), (8, 1.1)]:  # verification nearly free up to 8 nodes
+def _measured_planner(max_draft, curve, draft_seconds, acceptance):
+    """A tree planner that has measured verification `curve` (width, seconds), a draft step and its acceptance."""
+    planner = loop.TreePlanner(vocab_size=96, options=DraftingOptions(), max_draft=max_draft)
+    for width, seconds in curve:
         planner.curve.record(width, seconds)
-    planner.draft_seconds, planner.overhead = 0.2, 0.0
+    planner.draft_seconds, planner.overhead = draft_seconds, 0.0
     for _ in range(20):
-        planner.calibration.record(loop.CHAIN, 1.0)  # the draft is nearly always right
+        planner.calibration.record(loop.CHAIN, acceptance)
+    return planner
+
+
+def test_the_draft_runs_where_the_free_candidates_leave_room():
+    # verification nearly free up to 8 nodes; the draft nearly always right
+    planner = _measured_planner(4, [(1, 1.0), (8, 1.1)], draft_seconds=0.2, acceptance=1.0)
     empty = loop.CandidateTree.rooted_at(5)
     free_rate = planner.size(empty.sorted_reach(), 0)[1]
     assert loop._draft_pays(planner, empty, 4, free_rate)
@@ -179,12 +186,7 @@ def test_the_draft_runs_where_the_free_candidates_leave_room():
 
 
 def test_without_a_context_match_the_draft_runs_where_it_beats_plain_decoding():
-    planner = loop.TreePlanner(vocab_size=96, options=DraftingOptions(), max_draft=4)
-    for width, seconds in [(1, 1.0), (8, 1.1)]:
-        planner.curve.record(width, seconds)
-    planner.draft_seconds, planner.overhead = 0.2, 0.0
-    for _ in range(20):
-        planner.calibration.record(loop.CHAIN, 0.8)
+    planner = _measured_planner(4, [(1, 1.0), (8, 1.1)], draft_seconds=0.2, acceptance=0.8)
     guesses = loop.CandidateTree.rooted_at(5)
     guesses.add([6, 7, 8, 9], [0.99] * 4, "table:0")  # the recycled table, however sure it claims to be
     assert loop._draft_pays(planner, guesses, 4, free_rate=100.0)
@@ -256,12 +258,7 @@ def test_tree_rounds_draft_up_to_their_own_cap_not_the_chain_length():
     draft.drafting = DraftingOptions(tree_draft=False)
     assert loop.tree_planner_of(draft, model.config.vocab_size).max_draft == 0
     # measured: a cheap draft that is always right is run to the cap, past the chain length
-    planner = loop.TreePlanner(vocab_size=96, options=DraftingOptions(), max_draft=8)
-    for width, seconds in [(1, 1.0), (9, 1.2)]:
-        planner.curve.record(width, seconds)
-    planner.draft_seconds, planner.overhead = 0.05, 0.0
-    for _ in range(20):
-        planner.calibration.record(loop.CHAIN, 1.0)
+    planner = _measured_planner(8, [(1, 1.0), (9, 1.2)], draft_seconds=0.05, acceptance=1.0)
     assert planner.draft_depth() == 8
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="tree_draft_tokens"):
