@@ -553,9 +553,10 @@ def _choose(model, plans, trajectories, on_no_speedup, progress, *, stop_after_f
 def best_candidate(candidates: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The candidate with the highest predicted `speedup`, or, of those within `TIE` of it, the one with the
     cheapest step (`draft_cost`): tree rounds draft short chains, where a step's cost weighs more than the
-    acceptance of a long chain's last tokens."""
+    acceptance of a long chain's last tokens. A tie never trades a draft predicted faster than plain decoding
+    for one that is not."""
     top = max(c["speedup"] for c in candidates)
-    tied = [c for c in candidates if c["speedup"] >= top * (1 - TIE)]
+    tied = [c for c in candidates if c["speedup"] >= top * (1 - TIE) and (c["speedup"] > 1.0) == (top > 1.0)]
     return min(tied, key=lambda c: (c["draft_cost"], -c["speedup"]))
 
 

@@ -71,6 +71,9 @@ def test_a_tie_in_predicted_speedup_goes_to_the_cheaper_draft_step():
     assert prof.best_candidate([exact, slow_cheap]) is exact  # beyond it: the faster prediction
     same_cost = dict(exact, speedup=1.70)
     assert prof.best_candidate([same_cost, exact]) is exact  # a tie in cost too: the faster prediction
+    barely = dict(exact, speedup=1.01)
+    below = dict(cheap, speedup=0.995)
+    assert prof.best_candidate([barely, below]) is barely  # a tie never picks one predicted slower than plain
 
 
 def test_auto_never_returns_a_draft_predicted_slower_silently(monkeypatch):
