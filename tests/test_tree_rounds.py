@@ -199,10 +199,8 @@ def test_without_a_context_match_the_draft_runs_where_it_beats_plain_decoding():
 
 
 def test_the_draft_chain_stops_where_its_next_step_no_longer_pays():
-    planner = loop.TreePlanner(vocab_size=96, options=DraftingOptions(), max_draft=8)
-    for width, seconds in [(1, 1.0), (16, 1.0)]:  # verification width free
-        planner.curve.record(width, seconds)
-    planner.draft_seconds = 0.2
+    # verification width free (the chain's stop reads each node's own chance, not the draft's mean acceptance)
+    planner = _measured_planner(8, [(1, 1.0), (16, 1.0)], draft_seconds=0.2, acceptance=0.5)
     tree = loop.CandidateTree.rooted_at(5)
     keep_going = loop._next_step_pays(planner, tree, free_size=0, rate=2.0, depth=8)  # a step must yield 0.4 tokens
     (first,) = tree.add([6], [0.9], "draft:9")
