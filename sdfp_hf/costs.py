@@ -273,10 +273,6 @@ class CostCurve:
         old = self.seconds.get(b)
         self.seconds[b] = seconds if old is None else self.decay * old + (1 - self.decay) * seconds
 
-    @property
-    def widest(self) -> int:
-        return max(self.seconds, default=0)
-
     def __call__(self, width: int) -> float | None:
         """The estimated seconds of a forward over `width` tokens (None before any measurement)."""
         if not self.seconds:
