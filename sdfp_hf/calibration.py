@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -119,27 +119,26 @@ class CalibrationData:
         )
 
 
-def _pad_token_id(model: PreTrainedModel) -> int:
-    for source in (model.generation_config, model.config):
-        for name in ("pad_token_id", "eos_token_id", "bos_token_id"):
-            value = getattr(source, name, None)
-            if isinstance(value, (list, tuple)):
-                value = value[0] if value else None
-            if value is not None:
-                return int(value)
+def _first_token_id(candidates: Iterable[tuple[Any, str]]) -> int:
+    """The first `(config, attribute)` that holds a token id (the first of a list), else 0."""
+    for source, name in candidates:
+        value = getattr(source, name, None)
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        if value is not None:
+            return int(value)
     return 0
+
+
+def _pad_token_id(model: PreTrainedModel) -> int:
+    sources = (model.generation_config, model.config)
+    return _first_token_id((s, n) for s in sources for n in ("pad_token_id", "eos_token_id", "bos_token_id"))
 
 
 def _start_token_id(model: PreTrainedModel) -> int:
     """The token a document starts with: BOS, else EOS (a document separator for GPT-style models), else 0."""
-    for name in ("bos_token_id", "eos_token_id"):
-        for source in (model.generation_config, model.config):
-            value = getattr(source, name, None)
-            if isinstance(value, (list, tuple)):
-                value = value[0] if value else None
-            if value is not None:
-                return int(value)
-    return 0
+    sources = (model.generation_config, model.config)
+    return _first_token_id((s, n) for n in ("bos_token_id", "eos_token_id") for s in sources)
 
 
 def _collate(

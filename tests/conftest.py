@@ -121,3 +121,35 @@ def forced_extended_drafts(monkeypatch):
         return extended
 
     return force
+
+
+@pytest.fixture
+def writes_fail_half_way(monkeypatch):
+    """`fail(error)`: from now on, every file `sdfp_hf._files` writes takes half of what it is given, then
+    `error` is raised (a full disk, a kill, the user's Ctrl-C)."""
+    from sdfp_hf import _files
+
+    def fail(error: BaseException) -> None:
+        real_fdopen = os.fdopen
+
+        class HalfWay:
+            def __init__(self, handle):
+                self.handle = handle
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.handle.close()
+
+            def fileno(self):
+                return self.handle.fileno()
+
+            def write(self, data):
+                self.handle.write(data[: len(data) // 2])
+                self.handle.flush()
+                raise error
+
+        monkeypatch.setattr(_files.os, "fdopen", lambda fd, mode: HalfWay(real_fdopen(fd, mode)))
+
+    return fail

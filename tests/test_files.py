@@ -64,32 +64,10 @@ def test_a_symbolic_link_is_never_written_through(tmp_path: Path, where: str) ->
     assert leftovers(folder) == []
 
 
-def test_a_write_killed_half_way_leaves_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_write_killed_half_way_leaves_the_old_file(tmp_path: Path, writes_fail_half_way) -> None:
     path = tmp_path / "a.json"
     path.write_bytes(b"old content")
-    real_fdopen = os.fdopen
-
-    class HalfWay:
-        """A file that takes half of what it is given, then fails (a full disk, a kill)."""
-
-        def __init__(self, handle):
-            self.handle = handle
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.handle.close()
-
-        def fileno(self):
-            return self.handle.fileno()
-
-        def write(self, data):
-            self.handle.write(data[: len(data) // 2])
-            self.handle.flush()
-            raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(_files.os, "fdopen", lambda fd, mode: HalfWay(real_fdopen(fd, mode)))
+    writes_fail_half_way(OSError(28, "No space left on device"))
     with pytest.raises(OSError, match="No space left"):
         write_atomic(path, b"new content, longer than the old", overwrite=True)
     assert path.read_bytes() == b"old content"

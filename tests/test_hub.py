@@ -22,7 +22,6 @@ from hub_server import HubServer
 from huggingface_hub import ModelCard, constants, hf_hub_download
 from test_config import full_mask, make_mask
 
-from sdfp_hf import _files
 from sdfp_hf._files import OverwriteError, UnsafePathError
 from sdfp_hf.config import CONFIG_NAME, FORMAT_VERSION, MAX_CONFIG_BYTES, SDFPConfig, SDFPConfigError
 from sdfp_hf.hub import PLOT_NAME, HubMixin, SDFPHubError
@@ -136,33 +135,12 @@ def test_a_plot_already_in_place_is_not_an_overwrite(tmp_path: Path) -> None:
     assert f"]({PLOT_NAME})" in (tmp_path / "README.md").read_text()
 
 
-def test_a_save_killed_half_way_leaves_the_old_mask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_save_killed_half_way_leaves_the_old_mask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writes_fail_half_way
+) -> None:
     full_mask().save_pretrained(tmp_path, plot=PNG)
     before = snapshot(tmp_path)
-    real_fdopen = os.fdopen
-
-    class KilledHalfWay:
-        def __init__(self, handle):
-            self.handle = handle
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.handle.close()
-
-        def fileno(self):
-            return self.handle.fileno()
-
-        def write(self, data):
-            self.handle.write(data[: len(data) // 2])
-            self.handle.flush()
-            raise KeyboardInterrupt  # the user's Ctrl-C, half-way through the mask
-
-    def fdopen(fd, mode):
-        return KilledHalfWay(real_fdopen(fd, mode)) if mode == "wb" else real_fdopen(fd, mode)
-
-    monkeypatch.setattr(_files.os, "fdopen", fdopen)
+    writes_fail_half_way(KeyboardInterrupt())  # the user's Ctrl-C, half-way through the mask
     with pytest.raises(KeyboardInterrupt):
         make_mask(skip_layers=[0]).save_pretrained(tmp_path, overwrite=True)
     monkeypatch.undo()
